@@ -1,0 +1,52 @@
+# Two commands on a fresh machine: `make run` and `make test`. Both install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+export DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/spartan
+export REDIS_URL ?= redis://127.0.0.1:6379/0
+
+# dev.env fills in what the environment does not already say.
+DEV_DEFAULTS = while IFS='=' read -r k v; do case "$$k" in [A-Z]*) ;; *) continue;; esac; [ -n "$${!k+x}" ] || export "$$k=$$v"; done < dev.env;
+
+.PHONY: install run test migrate lint check-services bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)
+
+check-services: install
+	@$(DEV_DEFAULTS) $(BIN)/python -m market.manage check
+
+migrate: install
+	@$(DEV_DEFAULTS) $(BIN)/python -m market.manage prepare
+
+run: install migrate
+	@mkdir -p var/media
+	@echo "API        http://127.0.0.1:$${PORT:-8000}/api/v1/"
+	@echo "API docs   http://127.0.0.1:$${PORT:-8000}/api/docs  (spec: /api/openapi.json)"
+	@echo "Flower     http://127.0.0.1:$${FLOWER_PORT:-5555}  (basic auth from FLOWER_BASIC_AUTH, default admin:admin)"
+	@echo "Sandbox    http://127.0.0.1:$${SANDBOX_PORT:-8090}  (MercadoPago stand-in)"
+	@echo "Token      $(BIN)/python -m sandbox.token --uid alice [--admin]"
+	@PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start -f Procfile -e dev.env$$(test -f .env && echo ,.env)
+
+lint: install
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+	@$(BIN)/lint-imports
+
+test: install lint
+	@$(DEV_DEFAULTS) $(BIN)/python -m market.manage check
+	@$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install migrate
+	@$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) var

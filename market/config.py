@@ -1,0 +1,190 @@
+"""Settings: one frozen object built from the environment (and `.env`), once per process."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from market.errors import ConfigurationError
+
+APP_ENVS = ("development", "test", "production")
+REAL_MERCADOPAGO = "https://api.mercadopago.com"
+
+# Offline defaults for development and test; production must name every one of these.
+_OFFLINE_DEFAULTS = {
+    "DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:5432/spartan",
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
+    "MERCADOPAGO_ACCESS_TOKEN": "TEST-sandbox-token",
+    "MERCADOPAGO_WEBHOOK_SECRET": "sandbox-webhook-secret",
+    "FIREBASE_PROJECT_ID": "spartan-market-dev",
+    "FRONTEND_URL": "http://127.0.0.1:3000",
+}
+REQUIRED_IN_PRODUCTION = tuple(_OFFLINE_DEFAULTS)
+
+
+def normalise_database_url(url: str) -> str:
+    """Return `url` with a psycopg 3 driver, whatever dialect spelling the caller used."""
+    for prefix in (
+        "postgresql+asyncpg://",
+        "postgresql+psycopg2://",
+        "postgresql://",
+        "postgres://",
+    ):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _flag(value: str | None, default: bool = False) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _floats(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return tuple(float(part) for part in raw.split(",") if part.strip())
+    except ValueError as exc:
+        raise ConfigurationError(f"{name} must be comma-separated numbers, got {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting the processes read; built by `load_settings`."""
+
+    app_env: str
+    database_url: str
+    redis_url: str
+    celery_broker_url: str
+    celery_result_backend: str
+    # A prefix for every Redis key and broker queue this deployment owns (tests isolate runs).
+    key_prefix: str
+    # Prefix of the Celery queue names (empty in deployments; tests isolate runs with it).
+    celery_queue_prefix: str
+    mercadopago_access_token: str
+    mercadopago_webhook_secret: str
+    mercadopago_webhook_url: str | None
+    mercadopago_api_base_url: str
+    mercadopago_sandbox: bool
+    firebase_project_id: str
+    firebase_private_key_id: str | None
+    firebase_private_key: str | None
+    firebase_client_email: str | None
+    firebase_auth_emulator_host: str | None
+    frontend_url: str
+    public_api_url: str
+    media_root: Path
+    media_url: str
+    flower_basic_auth: str | None
+    webhook_allowed_hosts: frozenset[str]
+    webhook_retry_schedule: tuple[float, ...]
+    provider_retry_schedule: tuple[float, ...]
+    webhook_signature_tolerance_s: int
+    purchase_ttl_minutes: int
+    log_level: str
+    log_json: bool
+
+    @property
+    def is_production(self) -> bool:
+        return self.app_env == "production"
+
+    @property
+    def emulator_mode(self) -> bool:
+        return bool(self.firebase_auth_emulator_host)
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, read_dotenv: bool = True
+) -> Settings:
+    """Build the settings from `environ` (default: the process environment plus `.env`)."""
+    if environ is None:
+        if read_dotenv:
+            from dotenv import load_dotenv
+
+            # Never overrides what the environment already says.
+            load_dotenv(Path.cwd() / ".env", override=False)
+        environ = os.environ
+    env = {k: v for k, v in environ.items() if v != ""}
+
+    app_env = env.get("APP_ENV", "production")
+    if app_env not in APP_ENVS:
+        raise ConfigurationError(f"APP_ENV must be one of {', '.join(APP_ENVS)}, got {app_env!r}")
+    production = app_env == "production"
+
+    if production:
+        missing = [name for name in REQUIRED_IN_PRODUCTION if name not in env]
+        firebase_key_parts = ("FIREBASE_PRIVATE_KEY", "FIREBASE_CLIENT_EMAIL")
+        if any(name in env for name in firebase_key_parts):
+            missing += [name for name in firebase_key_parts if name not in env]
+        if missing:
+            raise ConfigurationError(
+                "missing required settings for APP_ENV=production: " + ", ".join(missing)
+            )
+        if "FIREBASE_AUTH_EMULATOR_HOST" in env:
+            raise ConfigurationError(
+                "FIREBASE_AUTH_EMULATOR_HOST is set with APP_ENV=production: emulator mode "
+                "accepts unsigned and expired tokens; unset it"
+            )
+    else:
+        env = {**_OFFLINE_DEFAULTS, **env}
+
+    redis_url = env["REDIS_URL"]
+    broker = env.get("CELERY_BROKER_URL", redis_url)
+    sandbox_default = REAL_MERCADOPAGO if production else "http://127.0.0.1:8090"
+    private_key = env.get("FIREBASE_PRIVATE_KEY")
+    if private_key:
+        # Keys pasted into one-line environment variables carry literal "\n".
+        private_key = private_key.replace("\\n", "\n")
+
+    return Settings(
+        app_env=app_env,
+        database_url=normalise_database_url(env["DATABASE_URL"]),
+        redis_url=redis_url,
+        celery_broker_url=broker,
+        celery_result_backend=env.get("CELERY_RESULT_BACKEND", redis_url),
+        key_prefix=env.get("KEY_PREFIX", "spartan"),
+        celery_queue_prefix=env.get("CELERY_QUEUE_PREFIX", ""),
+        mercadopago_access_token=env["MERCADOPAGO_ACCESS_TOKEN"],
+        mercadopago_webhook_secret=env["MERCADOPAGO_WEBHOOK_SECRET"],
+        mercadopago_webhook_url=env.get("MERCADOPAGO_WEBHOOK_URL"),
+        mercadopago_api_base_url=env.get("MERCADOPAGO_API_BASE_URL", sandbox_default).rstrip("/"),
+        mercadopago_sandbox=_flag(env.get("MERCADOPAGO_SANDBOX"), default=not production),
+        firebase_project_id=env["FIREBASE_PROJECT_ID"],
+        firebase_private_key_id=env.get("FIREBASE_PRIVATE_KEY_ID"),
+        firebase_private_key=private_key,
+        firebase_client_email=env.get("FIREBASE_CLIENT_EMAIL"),
+        firebase_auth_emulator_host=env.get("FIREBASE_AUTH_EMULATOR_HOST"),
+        frontend_url=env["FRONTEND_URL"].rstrip("/"),
+        public_api_url=env.get("PUBLIC_API_URL", "http://127.0.0.1:8000").rstrip("/"),
+        media_root=Path(env.get("MEDIA_ROOT", "var/media")).resolve(),
+        media_url=env.get("MEDIA_URL", "/media").rstrip("/"),
+        flower_basic_auth=env.get("FLOWER_BASIC_AUTH"),
+        webhook_allowed_hosts=frozenset(
+            h.strip() for h in env.get("WEBHOOK_ALLOWED_HOSTS", "").split(",") if h.strip()
+        ),
+        webhook_retry_schedule=_floats(
+            env,
+            "WEBHOOK_RETRY_SCHEDULE",
+            (5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800, 36000),
+        ),
+        provider_retry_schedule=_floats(env, "PROVIDER_RETRY_SCHEDULE", (2, 10, 30, 120, 600)),
+        webhook_signature_tolerance_s=_int(env, "MERCADOPAGO_WEBHOOK_TOLERANCE_S", 300),
+        purchase_ttl_minutes=_int(env, "PURCHASE_TTL_MINUTES", 60 * 24),
+        log_level=env.get("LOG_LEVEL", "INFO").upper(),
+        log_json=_flag(env.get("LOG_JSON"), default=production),
+    )

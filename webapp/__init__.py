@@ -1,0 +1,57 @@
+"""The Flask app factory: `gunicorn 'webapp:create_app()'`."""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask_smorest import Api
+
+from market.config import Settings, load_settings
+from market.db import make_engine, make_sessionmaker
+from market.identity import FirebaseVerifier
+from webapp import db, errors
+from webapp.api import BLUEPRINTS
+
+
+class ProblemApi(Api):
+    """flask-smorest's Api whose own errors (404, 405, 422…) are problem+json too."""
+
+    ERROR_SCHEMA = errors.ProblemSchema
+
+    def handle_http_exception(self, error):  # type: ignore[override]
+        return errors.handle_http_exception(error)
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or load_settings()
+    app = Flask(__name__)
+    app.config.update(
+        API_TITLE="Spartan Market API",
+        API_VERSION="1.0",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
+        API_SPEC_OPTIONS={
+            "components": {
+                "securitySchemes": {
+                    "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+                }
+            },
+            "info": {"description": "Credits, profiles, avatars and notifications."},
+        },
+        MAX_CONTENT_LENGTH=16 * 1024 * 1024,
+        JSON_SORT_KEYS=False,
+    )
+    app.extensions["spartan.settings"] = settings
+    engine = make_engine(settings.database_url, application_name="spartan-web")
+    app.extensions["spartan.engine"] = engine
+    app.extensions["spartan.sessions"] = make_sessionmaker(engine)
+    app.extensions["spartan.verifier"] = FirebaseVerifier(settings)
+
+    db.init_app(app)
+    api = ProblemApi(app)
+    for blueprint in BLUEPRINTS:
+        api.register_blueprint(blueprint)
+    errors.register(app)
+    return app

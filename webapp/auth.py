@@ -1,0 +1,86 @@
+"""Bearer-token authentication and the admin check, for handlers."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import current_app, g, request
+from flask_smorest import abort
+
+from market.identity import Identity, InvalidTokenError, upsert_user
+from market.models import User
+from webapp import db
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SECURITY = [{"bearerAuth": []}]
+
+
+def _bearer() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def identify() -> Identity | None:
+    """The verified caller, or None when no credentials were sent; 401 when they are bad."""
+    if "identity" in g:
+        return g.identity
+    token = _bearer()
+    if token is None:
+        if request.headers.get("Authorization"):
+            _unauthorized("the Authorization header must be `Bearer <Firebase ID token>`")
+        g.identity = None
+        return None
+    try:
+        g.identity = current_app.extensions["spartan.verifier"].verify(token)
+    except InvalidTokenError as exc:
+        _unauthorized(f"invalid token: {exc}")
+    return g.identity
+
+
+def current_user(required: bool = True) -> User | None:
+    """The caller's user row (created on first sight); 401 if `required` and anonymous."""
+    if "user" in g:
+        return g.user
+    identity = identify()
+    if identity is None:
+        if required:
+            _unauthorized("authentication required")
+        return None
+    session = db.session()
+    g.user = upsert_user(session, identity)
+    session.commit()
+    return g.user
+
+
+def _unauthorized(detail: str) -> None:
+    abort(401, message=detail, headers={"WWW-Authenticate": 'Bearer realm="spartan"'})
+
+
+def login_required(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        current_user()
+        return fn(*args, **kwargs)
+
+    wrapper._apidoc = getattr(fn, "_apidoc", {})  # type: ignore[attr-defined]
+    wrapper._apidoc.setdefault("manual_doc", {}).setdefault("security", SECURITY)  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
+
+
+def admin_required(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        user = current_user()
+        if not user.is_admin:
+            abort(403, message="administrators only")
+        return fn(*args, **kwargs)
+
+    wrapper._apidoc = getattr(fn, "_apidoc", {})  # type: ignore[attr-defined]
+    wrapper._apidoc.setdefault("manual_doc", {}).setdefault("security", SECURITY)  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]

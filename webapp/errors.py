@@ -1,0 +1,95 @@
+"""Every error as RFC 9457 problem+json: domain errors, flask-smorest's own, and crashes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import marshmallow as ma
+from flask import Flask, Response, json, request
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from market.errors import MarketError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "https://spartan.market/problems/"
+
+
+class ProblemSchema(ma.Schema):
+    """RFC 9457 problem details (documented shape of every error)."""
+
+    type = ma.fields.String()
+    title = ma.fields.String()
+    status = ma.fields.Integer()
+    detail = ma.fields.String()
+    instance = ma.fields.String()
+    errors = ma.fields.Dict(metadata={"description": "Per-field validation errors"})
+
+
+def problem(
+    status: int,
+    *,
+    slug: str,
+    title: str,
+    detail: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + slug,
+        "title": title,
+        "status": status,
+        "instance": request.path,
+    }
+    if detail:
+        body["detail"] = detail
+    body.update({k: v for k, v in extra.items() if v is not None})
+    response = Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON)
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _slug(name: str) -> str:
+    return name.lower().replace(" ", "-").replace("'", "")
+
+
+def handle_http_exception(error: HTTPException) -> Response:
+    """flask-smorest's and werkzeug's HTTP errors (404, 405, 422 from webargs, 500…)."""
+    status = error.code or 500
+    data = getattr(error, "data", None) or {}
+    headers = dict(data.get("headers") or {})
+    if status >= 500:
+        # Never leak internals: the generic text only.
+        return problem(status, slug=_slug(error.name), title=error.name, headers=headers)
+    errors = data.get("errors") or data.get("messages")
+    detail = data.get("message") or error.description
+    if errors and status == 422:
+        detail = "The request did not validate; see `errors`."
+    return problem(
+        status,
+        slug=_slug(error.name),
+        title=error.name,
+        detail=detail,
+        headers=headers or None,
+        errors=errors,
+    )
+
+
+def handle_market_error(error: MarketError) -> Response:
+    return problem(
+        error.status, slug=error.slug, title=error.title, detail=error.detail, **error.extra
+    )
+
+
+def handle_crash(error: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return handle_http_exception(InternalServerError())
+
+
+def register(app: Flask) -> None:
+    app.register_error_handler(MarketError, handle_market_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(Exception, handle_crash)

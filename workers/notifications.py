@@ -1,0 +1,3 @@
+"""Tasks of the `notifications` queue."""
+
+from workers.app import app  # noqa: F401

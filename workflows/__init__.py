@@ -1,0 +1,1 @@
+"""One module per business process: the only place that knows the order of steps."""
