@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import redis
 from flask import Flask
 from flask_smorest import Api
 
+from market.cache import Cache
 from market.config import Settings, load_settings
 from market.db import make_engine, make_sessionmaker
 from market.identity import FirebaseVerifier
@@ -48,6 +50,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["spartan.engine"] = engine
     app.extensions["spartan.sessions"] = make_sessionmaker(engine)
     app.extensions["spartan.verifier"] = FirebaseVerifier(settings)
+    app.extensions["spartan.redis"] = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=1, socket_connect_timeout=1
+    )
+    app.extensions["spartan.cache"] = Cache(app.extensions["spartan.redis"], settings.key_prefix)
 
     db.init_app(app)
     api = ProblemApi(app)

@@ -10,6 +10,7 @@ from functools import cache
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
+from market.cache import Cache
 from market.config import Settings, load_settings
 from market.db import make_engine, make_sessionmaker
 
@@ -52,3 +53,7 @@ def redis_client() -> redis.Redis:
             settings().redis_url, socket_timeout=2, socket_connect_timeout=2
         )
     return client
+
+
+def cache() -> Cache:
+    return Cache(redis_client(), settings().key_prefix)

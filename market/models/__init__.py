@@ -2,6 +2,7 @@
 
 from market.models.base import Base
 from market.models.jobs import Job, JobStep
+from market.models.notifications import Notification
 from market.models.users import PrivacySettings, Profile, User
 
-__all__ = ["Base", "Job", "JobStep", "PrivacySettings", "Profile", "User"]
+__all__ = ["Base", "Job", "JobStep", "Notification", "PrivacySettings", "Profile", "User"]
