@@ -15,4 +15,69 @@ SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": 5 * MINUTE,
         "options": {"expires": 4 * MINUTE},
     },
+    # Operations. Each of these also holds a Redis lock named after it while it runs
+    # (workers/maintenance.py `singleton`), so even a second beat cannot make runs overlap.
+    "beat-heartbeat": {
+        "task": "maintenance.beat_heartbeat",
+        "schedule": 30.0,
+        "options": {"expires": 25.0},
+    },
+    "evaluate-alerts": {
+        "task": "maintenance.evaluate_alerts",
+        "schedule": 1 * MINUTE,
+        "options": {"expires": 50.0},
+    },
+    # Yesterday (final) and today (so far); rerunning a day rewrites it, never adds to it.
+    "rollup-analytics": {
+        "task": "maintenance.rollup_analytics",
+        "schedule": 60 * MINUTE,
+        "options": {"expires": 30 * MINUTE},
+    },
+    "purge-records": {
+        "task": "maintenance.purge_records",
+        "schedule": 60 * MINUTE,
+        "options": {"expires": 30 * MINUTE},
+    },
+    # Credits: a lost webhook or queue message still settles; stale inbox rows are processed
+    # again; pending purchases past their expiry expire; the ledger's parity is checked.
+    "reconcile-purchases": {
+        "task": "maintenance.reconcile_purchases",
+        "schedule": 5 * MINUTE,
+        "options": {"expires": 4 * MINUTE},
+    },
+    "requeue-notifications": {
+        "task": "maintenance.requeue_notifications",
+        "schedule": 2 * MINUTE,
+        "options": {"expires": 90.0},
+    },
+    "expire-purchases": {
+        "task": "maintenance.expire_purchases",
+        "schedule": 10 * MINUTE,
+        "options": {"expires": 8 * MINUTE},
+    },
+    "check-ledger": {
+        "task": "maintenance.check_ledger",
+        "schedule": 60 * MINUTE,
+        "options": {"expires": 30 * MINUTE},
+    },
+    # Notifications: webhook retries (and sends whose message was lost) come due by the
+    # second, so a short period; overlapping runs share the work (claims SKIP LOCKED). The
+    # dispatch is a safety net for a lost `dispatch_pending` message (workflows send one).
+    "retry-webhook-deliveries": {
+        "task": "notifications.retry_deliveries",
+        "schedule": 10.0,
+        "options": {"expires": 8.0},
+    },
+    "dispatch-notifications": {
+        "task": "notifications.dispatch_pending",
+        "schedule": 1 * MINUTE,
+        "options": {"expires": 50.0},
+    },
+    # Avatars: staged originals older than a day, uploads stuck before activation, and
+    # avatar files no live upload owns (bounded batches).
+    "purge-media": {
+        "task": "maintenance.purge_media",
+        "schedule": 60 * MINUTE,
+        "options": {"expires": 30 * MINUTE},
+    },
 }

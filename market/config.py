@@ -98,6 +98,36 @@ class Settings:
     purchase_ttl_minutes: int
     log_level: str
     log_json: bool
+    # Operations (issue 6): rate limits ("<n>/<period>", flask-limiter syntax), /metrics
+    # access, alert thresholds and retention of the purges.
+    rate_limit_default: str = "300/minute"
+    rate_limit_buy: str = "10/minute"
+    rate_limit_spend: str = "30/minute"
+    rate_limit_upload: str = "10/minute"
+    metrics_token: str | None = None
+    alert_error_rate: float = 0.05
+    alert_p95_ms: float = 2000.0
+    alert_queue_depth: int = 1000
+    alert_oldest_message_s: int = 600
+    alert_failed_jobs: int = 20
+    alert_workers_min: int = 1
+    alert_disk_free_pct: float = 10.0
+    job_retention_days: int = 30
+    notification_retention_days: int = 90
+    inbox_retention_days: int = 30
+    delivery_retention_days: int = 30
+    purge_batch_size: int = 1000
+    # Avatars (issue 4): the upload limits checked before any decoding.
+    avatar_max_bytes: int = 10 * 1024 * 1024
+    avatar_max_pixels: int = 40_000_000
+    # Outgoing webhooks (issue 5): an endpoint is disabled after this many deliveries in a row
+    # failed for good, or once every attempt has failed for this many hours; sends per worker
+    # task run in a pool of this many threads, each bounded by the two timeouts.
+    webhook_disable_after_failures: int = 10
+    webhook_disable_after_hours: float = 24.0
+    webhook_send_concurrency: int = 8
+    webhook_connect_timeout_s: float = 3.0
+    webhook_total_timeout_s: float = 10.0
 
     @property
     def is_production(self) -> bool:
@@ -187,4 +217,28 @@ def load_settings(
         purchase_ttl_minutes=_int(env, "PURCHASE_TTL_MINUTES", 60 * 24),
         log_level=env.get("LOG_LEVEL", "INFO").upper(),
         log_json=_flag(env.get("LOG_JSON"), default=production),
+        rate_limit_default=env.get("RATE_LIMIT_DEFAULT", "300/minute"),
+        rate_limit_buy=env.get("RATE_LIMIT_BUY", "10/minute"),
+        rate_limit_spend=env.get("RATE_LIMIT_SPEND", "30/minute"),
+        rate_limit_upload=env.get("RATE_LIMIT_UPLOAD", "10/minute"),
+        metrics_token=env.get("METRICS_TOKEN"),
+        alert_error_rate=_floats(env, "ALERT_ERROR_RATE", (0.05,))[0],
+        alert_p95_ms=_floats(env, "ALERT_P95_MS", (2000.0,))[0],
+        alert_queue_depth=_int(env, "ALERT_QUEUE_DEPTH", 1000),
+        alert_oldest_message_s=_int(env, "ALERT_OLDEST_MESSAGE_S", 600),
+        alert_failed_jobs=_int(env, "ALERT_FAILED_JOBS", 20),
+        alert_workers_min=_int(env, "ALERT_WORKERS_MIN", 1),
+        alert_disk_free_pct=_floats(env, "ALERT_DISK_FREE_PCT", (10.0,))[0],
+        job_retention_days=_int(env, "JOB_RETENTION_DAYS", 30),
+        notification_retention_days=_int(env, "NOTIFICATION_RETENTION_DAYS", 90),
+        inbox_retention_days=_int(env, "INBOX_RETENTION_DAYS", 30),
+        delivery_retention_days=_int(env, "DELIVERY_RETENTION_DAYS", 30),
+        purge_batch_size=_int(env, "PURGE_BATCH_SIZE", 1000),
+        avatar_max_bytes=_int(env, "AVATAR_MAX_BYTES", 10 * 1024 * 1024),
+        avatar_max_pixels=_int(env, "AVATAR_MAX_PIXELS", 40_000_000),
+        webhook_disable_after_failures=_int(env, "WEBHOOK_DISABLE_AFTER_FAILURES", 10),
+        webhook_disable_after_hours=_floats(env, "WEBHOOK_DISABLE_AFTER_HOURS", (24.0,))[0],
+        webhook_send_concurrency=_int(env, "WEBHOOK_SEND_CONCURRENCY", 8),
+        webhook_connect_timeout_s=_floats(env, "WEBHOOK_CONNECT_TIMEOUT_S", (3.0,))[0],
+        webhook_total_timeout_s=_floats(env, "WEBHOOK_TOTAL_TIMEOUT_S", (10.0,))[0],
     )

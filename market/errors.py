@@ -78,3 +78,15 @@ class DestinationRefusedError(MarketError):
 
 class ConfigurationError(Exception):
     """Settings are missing or contradictory; the process must not start."""
+
+
+class ServiceUnavailableError(MarketError):
+    """A dependency the answer needs (e.g. Redis for shared metrics) is unreachable."""
+
+    status, slug, title = 503, "service-unavailable", "A dependency is unavailable"
+
+
+class WebhookSignatureError(MarketError):
+    """An incoming provider notification is unsigned, badly signed or stale."""
+
+    status, slug, title = 401, "invalid-signature", "The notification signature is not valid"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -89,3 +91,138 @@ def broker_check(url: str, timeout_s: float = 2.0) -> Check:
 def summarize(report: Mapping[str, Any]) -> list[str]:
     """Names of the dependencies that are not ok."""
     return [name for name, entry in report["checks"].items() if entry["status"] != "ok"]
+
+
+# Operations checks ----------------------------------------------------------------------
+
+BEAT_INTERVAL_S = 30.0
+# Degraded once the heartbeat is older than about three beats.
+BEAT_STALE_AFTER_S = 3 * BEAT_INTERVAL_S + 5
+
+
+def beat_heartbeat_key(prefix: str) -> str:
+    return f"{prefix}:beat:heartbeat"
+
+
+def write_beat_heartbeat(client: redis.Redis, prefix: str, *, now: float | None = None) -> float:
+    """Record that a beat-scheduled task just ran (idempotent)."""
+    stamp = time.time() if now is None else now
+    client.set(beat_heartbeat_key(prefix), repr(stamp), ex=int(BEAT_STALE_AFTER_S * 20))
+    return stamp
+
+
+def beat_check(
+    client: redis.Redis, prefix: str, stale_after_s: float = BEAT_STALE_AFTER_S
+) -> Check:
+    """Down when the beat heartbeat is missing or older than `stale_after_s`."""
+
+    def check() -> dict[str, Any]:
+        raw = client.get(beat_heartbeat_key(prefix))
+        if raw is None:
+            raise RuntimeError("no beat heartbeat recorded")
+        age = time.time() - float(raw)
+        if age > stale_after_s:
+            raise RuntimeError(f"last beat heartbeat {age:.0f}s ago (limit {stale_after_s:.0f}s)")
+        return {"heartbeat_age_s": round(age, 1)}
+
+    return check
+
+
+def disk_check(path: Path, min_free_pct: float) -> Check:
+    """Down when the disk holding `path` has less than `min_free_pct` percent free."""
+
+    def check() -> dict[str, Any]:
+        from market.metrics import disk_free_pct
+
+        free = disk_free_pct(path)
+        if free < min_free_pct:
+            raise RuntimeError(f"{free}% free on the media disk (minimum {min_free_pct}%)")
+        return {"free_pct": free}
+
+    return check
+
+
+def ping_check(ping: Callable[[], Any], what: str) -> Check:
+    """Down when `ping()` raises or answers falsy; a dict answer is reported."""
+
+    def check() -> dict[str, Any]:
+        answer = ping()
+        if not answer:
+            raise RuntimeError(f"{what} did not answer or refused our credentials")
+        return answer if isinstance(answer, dict) else {}
+
+    return check
+
+
+# Queues ---------------------------------------------------------------------------------
+
+# Header the publisher stamps on every task message (workers.observability): its send time.
+SENT_AT_HEADER = "spartan_sent_at"
+
+
+def _broker_options(broker_url: str, global_keyprefix: str) -> dict[str, Any]:
+    if global_keyprefix and broker_url.startswith("redis"):
+        return {"global_keyprefix": global_keyprefix}
+    return {}
+
+
+def queue_depths(
+    broker_url: str,
+    queues: Mapping[str, str],
+    *,
+    global_keyprefix: str = "",
+    timeout_s: float = 2.0,
+) -> dict[str, int]:
+    """Messages waiting per queue ({label: broker queue name}); a queue never declared is 0."""
+    from kombu import Connection
+    from kombu.exceptions import ChannelError
+
+    depths: dict[str, int] = {}
+    options = _broker_options(broker_url, global_keyprefix)
+    with Connection(broker_url, connect_timeout=timeout_s, transport_options=options) as conn:
+        conn.ensure_connection(max_retries=1, timeout=timeout_s)
+        channel = conn.channel()
+        try:
+            for label, name in queues.items():
+                try:
+                    depths[label] = channel.queue_declare(queue=name, passive=True).message_count
+                except ChannelError:
+                    depths[label] = 0
+                    # AMQP closes the channel on a failed passive declare.
+                    channel.close()
+                    channel = conn.channel()
+        finally:
+            channel.close()
+    return depths
+
+
+def oldest_message_age(
+    broker_url: str, queues: Mapping[str, str], *, global_keyprefix: str = ""
+) -> dict[str, float | None]:
+    """Age in seconds of the next message of each queue (Redis brokers; None when empty).
+
+    kombu's Redis transport LPUSHes and BRPOPs, so the oldest message is the list's tail.
+    """
+    if not broker_url.startswith("redis"):
+        return dict.fromkeys(queues)
+    client = redis.Redis.from_url(broker_url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for name in queues.values():
+            pipe.lindex(f"{global_keyprefix}{name}", -1)
+        tails = pipe.execute()
+    finally:
+        client.close()
+    now = time.time()
+    ages: dict[str, float | None] = {}
+    for label, raw in zip(queues, tails, strict=True):
+        ages[label] = None
+        if raw is None:
+            continue
+        try:
+            sent_at = json.loads(raw)["headers"].get(SENT_AT_HEADER)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+        if sent_at is not None:
+            ages[label] = round(max(0.0, now - float(sent_at)), 1)
+    return ages

@@ -1,14 +1,17 @@
-"""Recording notifications. Steps call `record` inside their own transaction (an outbox):
-the `notifications.dispatch_pending` task later fans them out in batches."""
+"""Recording notifications and the inbox. Steps call `record` inside their own transaction (an
+outbox): the `notifications.dispatch_pending` task later fans them out in batches."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from market.errors import NotFoundError
+from market.models.base import utcnow
 from market.models.notifications import NOTIFICATION_KINDS, Notification
 
 
@@ -43,8 +46,6 @@ def record(
 
 def claim_undispatched(session: Session, *, limit: int = 500) -> list[Notification]:
     """Lock a batch of notifications not yet fanned out (concurrent dispatchers skip them)."""
-    from sqlalchemy import select
-
     stmt = (
         select(Notification)
         .where(Notification.dispatched_at.is_(None))
@@ -53,3 +54,55 @@ def claim_undispatched(session: Session, *, limit: int = 500) -> list[Notificati
         .with_for_update(skip_locked=True)
     )
     return list(session.execute(stmt).scalars())
+
+
+def user_notifications(
+    session: Session, *, user_id: uuid.UUID, unread_only: bool, offset: int, limit: int
+) -> tuple[list[Notification], int]:
+    """One page of the user's inbox, newest first, and the total it is a page of."""
+    where = [Notification.user_id == user_id]
+    if unread_only:
+        where.append(Notification.read_at.is_(None))
+    total = session.execute(
+        select(func.count()).select_from(Notification).where(*where)
+    ).scalar_one()
+    rows = session.execute(
+        select(Notification)
+        .where(*where)
+        .order_by(Notification.created_at.desc(), Notification.id.desc())
+        .offset(offset)
+        .limit(limit)
+    ).scalars()
+    return list(rows), total
+
+
+def user_notification(
+    session: Session, *, user_id: uuid.UUID, notification_id: uuid.UUID
+) -> Notification:
+    """The user's notification; NotFoundError for a missing one or anybody else's."""
+    row = session.execute(
+        select(Notification).where(
+            Notification.id == notification_id, Notification.user_id == user_id
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFoundError("no such notification")
+    return row
+
+
+def mark_read(session: Session, *, user_id: uuid.UUID, notification_id: uuid.UUID) -> Notification:
+    """Mark one of the user's notifications read (idempotent: the first read time is kept)."""
+    row = user_notification(session, user_id=user_id, notification_id=notification_id)
+    if row.read_at is None:
+        row.read_at = utcnow()
+    return row
+
+
+def mark_all_read(session: Session, *, user_id: uuid.UUID) -> int:
+    """Mark every unread notification of the user read; returns how many changed (idempotent)."""
+    result = session.execute(
+        update(Notification)
+        .where(Notification.user_id == user_id, Notification.read_at.is_(None))
+        .values(read_at=utcnow())
+    )
+    return result.rowcount or 0  # type: ignore[attr-defined]

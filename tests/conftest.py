@@ -35,7 +35,7 @@ os.environ.update(
 if os.environ.get("TEST_BROKER_URL"):
     os.environ["CELERY_BROKER_URL"] = os.environ["TEST_BROKER_URL"]
 
-pytest_plugins = ("tests.support.fixtures",)
+pytest_plugins = ("tests.support.fixtures", "tests.support.mercadopago")
 
 
 @pytest.fixture(scope="session")

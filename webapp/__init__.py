@@ -60,4 +60,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
     errors.register(app)
+    # Operations: observability first (its hooks time and id everything after), then limits.
+    from webapp import limits, observability
+
+    observability.init_app(app)
+    limits.init_app(app)
     return app

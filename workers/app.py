@@ -70,3 +70,5 @@ def _config() -> dict[str, Any]:
 
 app = Celery("spartan", include=list(TASK_MODULES))
 app.add_defaults(_config)
+
+from workers import observability  # noqa: E402, F401  (signal handlers: log context of tasks)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, Text, Uuid
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Integer, String, Text, Uuid
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from market.models.base import Base, Timestamps, new_id
@@ -37,6 +37,13 @@ class Profile(Timestamps, Base):
     website: Mapped[str | None] = mapped_column(String(300))
     # Bumped on every change: the ETag clients send back in If-Match.
     version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # The avatar: an uploaded media file or a preset (at most one), and the order of that
+    # choice (AVATAR_SEQ) so a late, older upload cannot replace a newer choice.
+    avatar_media_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("media_files.id", ondelete="SET NULL")
+    )
+    avatar_preset: Mapped[str | None] = mapped_column(String(32))
+    avatar_seq: Mapped[int | None] = mapped_column(BigInteger)
 
     user: Mapped[User] = relationship(back_populates="profile")
 

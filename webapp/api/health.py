@@ -10,6 +10,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from market import health
+from market.mercadopago import MercadoPagoGateway
 from workflows import control
 
 blp = Blueprint("health", __name__, url_prefix="/api/v1/advanced/health", description="Health")
@@ -29,6 +30,27 @@ def dependencies() -> list[health.Dependency]:
         health.Dependency("broker", health.broker_check(settings.celery_broker_url), critical=True),
         health.Dependency("redis", health.redis_check(settings.redis_url), critical=False),
         health.Dependency("workers", control.workers_check, critical=False, timeout_s=2.5),
+        health.Dependency(
+            "beat",
+            health.beat_check(current_app.extensions["spartan.redis"], settings.key_prefix),
+            critical=False,
+        ),
+        health.Dependency(
+            "mercadopago",
+            health.ping_check(
+                MercadoPagoGateway(
+                    settings.mercadopago_access_token, settings.mercadopago_api_base_url
+                ).ping,
+                "MercadoPago",
+            ),
+            critical=False,
+            timeout_s=2.5,
+        ),
+        health.Dependency(
+            "disk",
+            health.disk_check(settings.media_root, settings.alert_disk_free_pct),
+            critical=False,
+        ),
     ]
 
 

@@ -1,0 +1,229 @@
+"""Request metrics (shared across processes), per-user metrics, /metrics, system, request ids."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.poll import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = "/api/v1/advanced/metrics"
+TASK_ROUTE = "GET /api/v1/advanced/tasks/<uuid:task_id>"
+
+
+def _endpoint(client, admin, endpoint: str) -> dict:
+    body = client.get(f"{BASE}/endpoints?minutes=5", headers=admin).get_json()
+    return next((e for e in body["endpoints"] if e["endpoint"] == endpoint), {"requests": 0})
+
+
+def test_requests_are_counted_by_route_template_with_percentiles(client, admin, alice):
+    before = _endpoint(client, admin, TASK_ROUTE)["requests"]
+    for _ in range(5):
+        assert (
+            client.get(f"/api/v1/advanced/tasks/{uuid.uuid4()}", headers=alice).status_code == 404
+        )
+    row = _endpoint(client, admin, TASK_ROUTE)
+    assert row["requests"] - before == 5
+    assert row["status_classes"]["4xx"] >= 5
+    assert row["method"] == "GET" and row["route"] == "/api/v1/advanced/tasks/<uuid:task_id>"
+    assert set(row["latency_ms"]) == {"avg", "p50", "p90", "p95", "p99"}
+    assert 0 < row["latency_ms"]["p50"] <= row["latency_ms"]["p99"]
+    totals = client.get(f"{BASE}/requests?minutes=5", headers=admin).get_json()
+    assert totals["requests"] >= row["requests"]
+    assert 0 <= totals["error_rate"] <= 1
+
+
+def test_metrics_endpoints_are_for_admins(client, alice):
+    for path in ("/requests", "/endpoints", "/system", "/users"):
+        assert client.get(BASE + path, headers=alice).status_code == 403
+        assert client.get(BASE + path).status_code == 401
+
+
+def test_per_user_request_metrics_and_heaviest_users(client, admin, make_user, user_id_of):
+    heavy, light = make_user(), make_user()
+    for _ in range(6):
+        client.get("/api/v1/advanced/tasks", headers=heavy)
+    client.get(f"/api/v1/advanced/tasks/{uuid.uuid4()}", headers=light)
+    heavy_id, light_id = str(user_id_of(heavy)), str(user_id_of(light))
+    mine = client.get(f"{BASE}/users/{heavy_id}?minutes=5", headers=admin).get_json()
+    assert mine["user_id"] == heavy_id
+    assert mine["requests"] == 6 and mine["status_classes"]["2xx"] == 6
+    assert mine["latency_ms"]["p95"] is not None
+    other = client.get(f"{BASE}/users/{light_id}?minutes=5", headers=admin).get_json()
+    assert other["requests"] == 1 and other["client_errors"] == 1
+    top = client.get(f"{BASE}/users?minutes=5&limit=500", headers=admin).get_json()["users"]
+    ranks = [u["user_id"] for u in top]
+    assert ranks.index(heavy_id) < ranks.index(light_id)
+
+
+def test_system_metrics(client, admin):
+    body = client.get(f"{BASE}/system", headers=admin).get_json()
+    assert 0 <= body["cpu"]["percent"] <= 100 * body["cpu"]["count"]
+    assert body["memory"]["total_bytes"] > 0
+    assert 0 < body["disk"]["percent_free"] <= 100
+    assert body["database"]["total"] >= 1
+    assert "total" in body["connections"]
+
+
+def test_request_id_is_echoed_or_made(client):
+    made = client.get("/api/openapi.json").headers["X-Request-ID"]
+    assert len(made) >= 16
+    sent = "req-" + uuid.uuid4().hex
+    assert (
+        client.get("/api/openapi.json", headers={"X-Request-ID": sent}).headers["X-Request-ID"]
+        == sent
+    )
+    # Garbage is not echoed back (header injection, log pollution).
+    assert (
+        client.get("/api/openapi.json", headers={"X-Request-ID": "a b"}).headers["X-Request-ID"]
+        != "a b"
+    )
+
+
+def test_json_logs_carry_the_request_id(app_with, capsys, alice):
+    client = app_with(log_json=True, log_level="INFO").test_client()
+    sent = "trace-" + uuid.uuid4().hex
+    client.get("/api/v1/advanced/tasks", headers={**alice, "X-Request-ID": sent})
+    lines = [
+        json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")
+    ]
+    mine = [line for line in lines if line.get("request_id") == sent]
+    assert mine, lines
+    assert mine[-1]["route"] == "/api/v1/advanced/tasks" and mine[-1]["status"] == 200
+    assert mine[-1]["user_id"]
+
+
+def _families(text: str) -> dict:
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+@pytest.mark.usefixtures("worker")
+def test_prometheus_text_parses_and_needs_admin_or_token(app_with, admin, alice):
+    client = app_with(metrics_token="scrape-" + uuid.uuid4().hex).test_client()
+    token = client.application.extensions["spartan.settings"].metrics_token
+    client.get("/api/v1/advanced/tasks", headers=alice)
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers=alice).status_code == 403
+    assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    by_token = client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert by_token.status_code == 200
+    by_admin = client.get("/metrics", headers=admin)
+    assert by_admin.status_code == 200
+    families = _families(by_admin.get_data(as_text=True))
+    assert "spartan_http_requests" in families
+    assert "spartan_http_request_duration_seconds" in families
+    queues = {s.labels["queue"] for s in families["spartan_queue_depth"].samples}
+    assert queues == {"payments", "media", "notifications", "maintenance"}
+    assert "spartan_queue_oldest_message_age_seconds" in families
+    assert "spartan_jobs" in families
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def gunicorn(tmp_path):
+    """A real gunicorn with two workers on this run's database and Redis prefix."""
+    port = _free_port()
+    prom_dir = tmp_path / "prometheus"
+    prom_dir.mkdir()
+    token = "scrape-" + uuid.uuid4().hex
+    env = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": str(prom_dir),
+        "METRICS_TOKEN": token,
+        "RATE_LIMIT_DEFAULT": "10000/minute",
+    }
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "webapp:create_app()",
+            "--workers",
+            "2",
+            "--no-control-socket",
+            "--bind",
+            f"127.0.0.1:{port}",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return requests.get(f"{base}/api/openapi.json", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    try:
+        wait_for(up, timeout=30, what="gunicorn to answer")
+        wait_for(lambda: len(psutil.Process(proc.pid).children()) == 2, what="two workers")
+        yield proc, base, token
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_request_metrics_are_exact_across_gunicorn_workers_and_a_restart(gunicorn, admin, alice):
+    proc, base, token = gunicorn
+    session = requests.Session()
+
+    def count() -> int:
+        body = session.get(f"{base}{BASE}/endpoints?minutes=5", headers=admin, timeout=10).json()
+        return next((e["requests"] for e in body["endpoints"] if e["endpoint"] == TASK_ROUTE), 0)
+
+    def hit(_: int) -> int:
+        url = f"{base}/api/v1/advanced/tasks/{uuid.uuid4()}"
+        return requests.get(url, headers=alice, timeout=10).status_code
+
+    before = count()
+    with ThreadPoolExecutor(8) as pool:
+        first = list(pool.map(hit, range(40)))
+    assert first == [404] * 40
+    # One worker dies and is replaced; the counts it made stay counted.
+    victim = psutil.Process(proc.pid).children()[0]
+    os.kill(victim.pid, signal.SIGKILL)
+    wait_for(
+        lambda: (
+            victim.pid not in [c.pid for c in psutil.Process(proc.pid).children()]
+            and len(psutil.Process(proc.pid).children()) == 2
+        ),
+        what="the worker to be replaced",
+    )
+    with ThreadPoolExecutor(8) as pool:
+        second = list(pool.map(hit, range(40)))
+    assert second == [404] * 40
+    assert count() - before == 80
+
+    text = session.get(f"{base}/metrics", headers={"Authorization": f"Bearer {token}"}).text
+    samples = [
+        s
+        for s in _families(text)["spartan_http_requests"].samples
+        if s.name == "spartan_http_requests_total"
+        and s.labels["route"] == "/api/v1/advanced/tasks/<uuid:task_id>"
+    ]
+    # Multiprocess mode: the dead worker's file still counts.
+    assert sum(s.value for s in samples) == 80

@@ -1,0 +1,112 @@
+"""Request id, timing and metrics of every request; JSON logs carrying the ids.
+
+The request id comes from X-Request-ID when the client sends a sane one (so a proxy's id
+follows the request) or is made here; it is echoed in the answer, bound to the log context
+and put by `workers.observability` into the headers of every task sent while handling it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+import redis
+from flask import Flask, Response, g, request
+
+from market import logging as log_context
+from market import metrics
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{8,128}$")
+# After a Redis error the recorder stays quiet this long: a dead Redis costs nothing per request.
+_RETRY_AFTER_S = 1.0
+
+
+def route_of() -> str:
+    """The route template (`/api/.../<uuid:task_id>`), never the raw path."""
+    rule = request.url_rule
+    return rule.rule if rule is not None else "<unmatched>"
+
+
+def caller_id() -> str | None:
+    """The caller's user id when the request identified one (no extra verification)."""
+    user = g.get("user")
+    return str(user.id) if user is not None else None
+
+
+class _Recorder:
+    def __init__(self, recorder: metrics.RequestMetrics) -> None:
+        self.metrics = recorder
+        self.quiet_until = 0.0
+
+    def record(self, **fields: object) -> None:
+        if time.monotonic() < self.quiet_until:
+            return
+        try:
+            self.metrics.record(**fields)  # type: ignore[arg-type]
+        except redis.RedisError as exc:
+            self.quiet_until = time.monotonic() + _RETRY_AFTER_S
+            log.warning("request metrics not recorded (Redis unavailable): %s", exc)
+
+
+def init_app(app: Flask) -> None:
+    """Register the hooks; call before any other before_request hook (they are timed too)."""
+    settings = app.extensions["spartan.settings"]
+    log_context.configure(level=settings.log_level, json_lines=settings.log_json)
+    recorder = _Recorder(
+        metrics.RequestMetrics(app.extensions["spartan.redis"], settings.key_prefix)
+    )
+    app.extensions["spartan.request_metrics"] = recorder.metrics
+
+    @app.before_request
+    def _start() -> None:
+        g.request_started = time.perf_counter()
+        incoming = request.headers.get(REQUEST_ID_HEADER, "")
+        g.request_id = incoming if _SANE_ID.match(incoming) else uuid.uuid4().hex
+        g.log_token = log_context.bind(request_id=g.request_id)
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        started = g.get("request_started")
+        if started is None:  # a request that failed before our first hook
+            return response
+        response.headers[REQUEST_ID_HEADER] = g.request_id
+        duration_ms = (time.perf_counter() - started) * 1000
+        route, status, user_id = route_of(), response.status_code, caller_id()
+        metrics.observe_request(
+            method=request.method, route=route, status=status, duration_ms=duration_ms
+        )
+        recorder.record(
+            method=request.method,
+            route=route,
+            status=status,
+            duration_ms=duration_ms,
+            user_id=user_id,
+        )
+        log.log(
+            logging.ERROR if status >= 500 else logging.INFO,
+            "%s %s %d",
+            request.method,
+            request.path,
+            status,
+            extra={
+                "route": route,
+                "status": status,
+                "duration_ms": round(duration_ms, 2),
+                "user_id": user_id,
+            },
+        )
+        return response
+
+    @app.teardown_request
+    def _unbind(exc: BaseException | None) -> None:
+        token = g.pop("log_token", None)
+        if token is not None:
+            try:
+                log_context.reset(token)
+            except ValueError:  # bound in another context (e.g. a copied app context)
+                log_context.clear()
