@@ -6,12 +6,17 @@ import pytest
 
 
 @pytest.mark.usefixtures("worker")
-def test_healthy_when_everything_answers(client):
+def test_healthy_when_everything_answers(app_with, mp_sandbox, settings):
+    from market import health
+    from workers import runtime
+
+    health.write_beat_heartbeat(runtime.redis_client(), settings.key_prefix)
+    client = app_with(mercadopago_api_base_url=mp_sandbox.url).test_client()
     response = client.get("/api/v1/advanced/health")
     body = response.get_json()
     assert response.status_code == 200, body
-    assert body["status"] == "ok"
-    assert set(body["checks"]) >= {"database", "redis", "broker", "workers"}
+    assert body["status"] == "ok", body
+    assert set(body["checks"]) >= {"database", "redis", "broker", "workers", "beat", "mercadopago"}
     assert body["checks"]["workers"]["workers"] >= 1
     assert body["degraded"] == []
 

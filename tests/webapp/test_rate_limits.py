@@ -68,7 +68,6 @@ def test_stricter_limits_count_requests_that_fail(app_with, make_user, setting, 
     assert all(400 <= r.status_code < 500 and r.status_code != 429 for r in answers), [
         (r.status_code, r.get_data(as_text=True)[:200]) for r in answers
     ]
-    assert answers[0].headers["X-RateLimit-Limit"] == "2"
     _assert_429(client.post(path, headers=user, **send))
     # Only that endpoint is limited so tightly; the same user can still read.
     assert client.get(TASKS, headers=user).status_code == 200
