@@ -34,7 +34,7 @@ run: install migrate
 	@echo "Flower     http://127.0.0.1:$${FLOWER_PORT:-5555}  (basic auth from FLOWER_BASIC_AUTH, default admin:admin)"
 	@echo "Sandbox    http://127.0.0.1:$${SANDBOX_PORT:-8090}  (MercadoPago stand-in)"
 	@echo "Token      $(BIN)/python -m sandbox.token --uid alice [--admin]"
-	@PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start -f Procfile -e dev.env$$(test -f .env && echo ,.env)
+	@PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start -f Procfile -p $${PORT:-8000} -e dev.env$$(test -f .env && echo ,.env)
 
 lint: install
 	@$(BIN)/ruff check .
