@@ -135,16 +135,8 @@ def credit_sale(
     """Give `credits` bought with money to the user, once per `reference`."""
     if credits <= 0:
         raise ValueError("credits must be positive")
-    account = wallet(session, user_id)
-    return post(
-        session,
-        reference=reference,
-        kind="sale",
-        legs=[(account.id, credits), (system_account_id(SALES), -credits)],
-        user_id=user_id,
-        wallet_id=account.id,
-        purchase_id=purchase_id,
-        description=description,
+    return _credit_wallet(
+        session, user_id, credits, reference, "sale", SALES, purchase_id, description
     )
 
 
@@ -235,12 +227,28 @@ def restore(
     description: str | None = None,
 ) -> Posting:
     """Give back credits a reversal took (e.g. the provider refused the refund); idempotent."""
+    return _credit_wallet(
+        session, user_id, credits, reference, "refund_void", REVERSED, purchase_id, description
+    )
+
+
+def _credit_wallet(
+    session: Session,
+    user_id: uuid.UUID,
+    credits: int,
+    reference: str,
+    kind: str,
+    source: str,
+    purchase_id: uuid.UUID | None,
+    description: str | None,
+) -> Posting:
+    """Move `credits` from the system account `source` into the user's wallet, once."""
     account = wallet(session, user_id)
     return post(
         session,
         reference=reference,
-        kind="refund_void",
-        legs=[(account.id, credits), (system_account_id(REVERSED), -credits)],
+        kind=kind,
+        legs=[(account.id, credits), (system_account_id(source), -credits)],
         user_id=user_id,
         wallet_id=account.id,
         purchase_id=purchase_id,
