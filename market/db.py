@@ -29,12 +29,15 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def after_commit(session: Session, callback: Callable[[], None]) -> None:
+def after_commit(session: Session, callback: Callable[[], None], *, once: bool = False) -> None:
     """Run `callback` once the session's current transaction commits; drop it on rollback.
 
-    This is how tasks are sent only after the rows they will read are visible.
+    This is how tasks are sent only after the rows they will read are visible. With `once`,
+    a callback already waiting for this commit is not added a second time.
     """
-    session.info.setdefault("after_commit", []).append(callback)
+    callbacks = session.info.setdefault("after_commit", [])
+    if not (once and callback in callbacks):
+        callbacks.append(callback)
 
 
 @event.listens_for(Session, "after_commit")

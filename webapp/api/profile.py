@@ -18,6 +18,7 @@ from market.storage import Storage
 from webapp import db
 from webapp.auth import current_user, login_required
 from webapp.errors import ProblemSchema
+from workflows.notify import dispatch_after_commit
 
 blp = Blueprint(
     "profile", __name__, url_prefix="/api/v1/profile", description="Profiles, privacy, avatars"
@@ -213,6 +214,7 @@ class Me(MethodView):
             storage=storage,
             policy=policy,
         )
+        dispatch_after_commit(session)  # sends the "profile.updated" it recorded, if any
         session.commit()
         invalidate_profile(user.id)
         blp.set_etag(view)
@@ -235,6 +237,7 @@ class MyPrivacy(MethodView):
         user = current_user()
         session = db.session()
         view = profiles.update_privacy(session, user_id=user.id, values=values)
+        dispatch_after_commit(session)  # sends the "privacy.updated" it recorded, if any
         session.commit()
         cache().invalidate("public_profile", str(user.id))
         return view
@@ -257,6 +260,7 @@ class MyAvatar(MethodView):
         swap = avatars.choose_preset(
             session, user_id=user.id, preset_id=choice["preset"], policy=policy
         )
+        dispatch_after_commit(session)  # sends the "avatar.updated" it recorded, if any
         session.commit()
         avatars.delete_files(storage, swap.delete)
         invalidate_profile(user.id)
