@@ -10,10 +10,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, tuple_
 from sqlalchemy.orm import Session
 
-from market.models import Job, JobStep, Notification
+from market import webhook_sending
+from market.models import (
+    IdempotencyKey,
+    Job,
+    JobStep,
+    LedgerTransaction,
+    MercadoPagoNotification,
+    MercadoPagoPayment,
+    Notification,
+    PaymentRefund,
+    Purchase,
+)
 from market.models.jobs import FINISHED_JOB_STATES
 
 
@@ -51,6 +62,58 @@ def read_notifications(session: Session, *, before: datetime, limit: int) -> Bat
         Notification.read_at < before, Notification.dispatched_at.is_not(None)
     )
     return _delete_ids(session, Notification, ids.order_by(Notification.read_at), limit)
+
+
+def processed_inbox(session: Session, *, before: datetime, limit: int) -> Batch:
+    """Delete MercadoPago inbox rows processed before `before` (unprocessed rows stay for the
+    re-processing job). A redelivery of a purged notification is stored and applied again,
+    which changes nothing: settlement is idempotent."""
+    ids = select(MercadoPagoNotification.id).where(MercadoPagoNotification.processed_at < before)
+    return _delete_ids(
+        session, MercadoPagoNotification, ids.order_by(MercadoPagoNotification.processed_at), limit
+    )
+
+
+def finished_deliveries(session: Session, *, before: datetime, limit: int) -> Batch:
+    """Delete outgoing webhook deliveries (and their attempts) finished before `before`."""
+    return Batch(webhook_sending.purge_finished_deliveries(session, before=before, limit=limit))
+
+
+def idempotency_keys(session: Session, *, before: datetime, limit: int) -> Batch:
+    """Delete idempotency keys created before `before`: past their lifetime, the same key
+    is a new request (as with Stripe's 24 hours). The work they answered is untouched."""
+    keys = session.execute(
+        select(IdempotencyKey.user_id, IdempotencyKey.key)
+        .where(IdempotencyKey.created_at < before)
+        .order_by(IdempotencyKey.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if keys:
+        session.execute(
+            delete(IdempotencyKey).where(
+                tuple_(IdempotencyKey.user_id, IdempotencyKey.key).in_([tuple(k) for k in keys])
+            )
+        )
+    return Batch(len(keys))
+
+
+def expired_purchases(session: Session, *, before: datetime, limit: int) -> Batch:
+    """Delete purchases that expired (checkout abandoned) before `before` and never moved
+    money: no credited payment, no ledger transaction, no refund, and no payment MercadoPago
+    ever reported for them. Any of those keeps the purchase for the record (and the foreign
+    keys of the ledger and refunds would refuse the delete anyway)."""
+    ids = select(Purchase.id).where(
+        Purchase.status == "expired",
+        Purchase.settled_at < before,
+        Purchase.payment_id.is_(None),
+        ~select(LedgerTransaction.id).where(LedgerTransaction.purchase_id == Purchase.id).exists(),
+        ~select(PaymentRefund.id).where(PaymentRefund.purchase_id == Purchase.id).exists(),
+        ~select(MercadoPagoPayment.id)
+        .where(MercadoPagoPayment.external_reference == Purchase.external_reference)
+        .exists(),
+    )
+    return _delete_ids(session, Purchase, ids.order_by(Purchase.settled_at), limit)
 
 
 def _delete_ids(session: Session, model: type, ids_query, limit: int) -> Batch:  # type: ignore[no-untyped-def]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shlex
 import shutil
+import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,3 +65,76 @@ def test_makefile_targets():
     makefile = (ROOT / "Makefile").read_text()
     for target in ("run", "test", "migrate", "bench"):
         assert re.search(rf"^{target}:", makefile, re.M), target
+
+
+def _flower_shell_command() -> str:
+    """The flower service's `sh -c` script as its container's shell sees it (`$$` → `$`)."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    argv = compose["services"]["flower"]["command"]
+    assert argv[:2] == ["sh", "-c"]
+    return argv[2].replace("$$", "$")
+
+
+@pytest.mark.parametrize("value", ["", None])
+def test_compose_flower_refuses_to_start_without_basic_auth(value):
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    flower = compose["services"]["flower"]
+    assert all(port.startswith("127.0.0.1:") for port in flower["ports"]), flower["ports"]
+    env = {"PATH": "/nonexistent"}  # it must stop before looking for celery at all
+    if value is not None:
+        env["FLOWER_BASIC_AUTH"] = value
+    sh = shutil.which("sh")
+    assert sh is not None
+    ran = subprocess.run(
+        [sh, "-c", _flower_shell_command()], env=env, capture_output=True, text=True, timeout=10
+    )
+    assert ran.returncode != 0
+    assert "set FLOWER_BASIC_AUTH" in ran.stderr
+    assert "not found" not in ran.stderr
+
+
+def test_compose_flower_passes_the_basic_auth_it_is_given():
+    script = _flower_shell_command().replace("celery ", "printf '%s\\n' ", 1)
+    ran = subprocess.run(
+        ["sh", "-c", script],
+        env={"PATH": os.environ["PATH"], "FLOWER_BASIC_AUTH": "ops:s3cret word"},
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert "--basic-auth=ops:s3cret word" in ran.stdout.splitlines()
+
+
+def _procfile_flower() -> str:
+    entries = dict(
+        line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line.strip()
+    )
+    return entries["flower"].strip()
+
+
+def test_procfile_flower_listens_on_loopback_and_needs_basic_auth():
+    """honcho runs each line with a shell: what Flower is given is what that shell expands."""
+    sh = shutil.which("sh")
+    assert sh is not None
+    refused = subprocess.run(
+        [sh, "-c", _procfile_flower()],
+        env={"PATH": "/nonexistent"},
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    assert refused.returncode != 0
+    assert "set FLOWER_BASIC_AUTH" in refused.stderr and "not found" not in refused.stderr
+    script = _procfile_flower().replace("celery ", "printf '%s\\n' ", 1)
+    ran = subprocess.run(
+        [sh, "-c", script],
+        env={"PATH": os.environ["PATH"], "FLOWER_BASIC_AUTH": "ops:s3cret word"},
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    assert ran.returncode == 0, ran.stderr
+    argv = ran.stdout.splitlines()
+    assert "--address=127.0.0.1" in argv and "--basic-auth=ops:s3cret word" in argv
+    assert not any(a.startswith("--address=") and a != "--address=127.0.0.1" for a in argv)

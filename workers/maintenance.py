@@ -130,13 +130,15 @@ def alert_readings() -> dict[str, float | None]:
         ),
         "oldest_message_s": _reading(
             "oldest_message_s",
+            # No ages at all (a broker that cannot be peeked) is unavailable, not 0.
             lambda: max(
                 [
                     a or 0.0
                     for a in health.oldest_message_age(
                         s.celery_broker_url, queues, global_keyprefix=keyprefix
                     ).values()
-                ]
+                ],
+                default=None,
             ),
         ),
         "failed_jobs": _reading("failed_jobs", failed_jobs),
@@ -218,6 +220,19 @@ def purges(now: Any = None) -> dict[str, Callable[[Session], purge.Batch]]:
         ),
         "notifications": lambda session: purge.read_notifications(
             session, before=now - timedelta(days=s.notification_retention_days), limit=n
+        ),
+        "inbox": lambda session: purge.processed_inbox(
+            session, before=now - timedelta(days=s.inbox_retention_days), limit=n
+        ),
+        "deliveries": lambda session: purge.finished_deliveries(
+            session, before=now - timedelta(days=s.delivery_retention_days), limit=n
+        ),
+        "idempotency_keys": lambda session: purge.idempotency_keys(
+            session, before=now - timedelta(hours=s.idempotency_key_ttl_hours), limit=n
+        ),
+        # Expiry itself is a state change (expire_purchases); this removes the rows later.
+        "expired_purchases": lambda session: purge.expired_purchases(
+            session, before=now - timedelta(days=s.expired_purchase_retention_days), limit=n
         ),
     }
 

@@ -16,7 +16,10 @@ import psutil
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import func, select
 
+from market.models import MercadoPagoNotification, WebhookDelivery, WebhookEndpoint
+from tests.support.mercadopago import buy, wait_status
 from tests.support.poll import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,6 +132,71 @@ def test_prometheus_text_parses_and_needs_admin_or_token(app_with, admin, alice)
     assert queues == {"payments", "media", "notifications", "maintenance"}
     assert "spartan_queue_oldest_message_age_seconds" in families
     assert "spartan_jobs" in families
+
+
+def _gauge(families: dict, name: str, **labels: str) -> float | None:
+    family = families.get(name)
+    assert family is not None, f"{name} missing from /metrics"
+    found = [s.value for s in family.samples if s.labels == labels]
+    return found[0] if found else None
+
+
+@pytest.mark.usefixtures("worker")
+def test_prometheus_ledger_payment_lag_and_delivery_gauges(
+    app, client, db, admin, alice, user_id_of, mp_sandbox
+):
+    def scrape() -> dict:
+        answer = client.get("/metrics", headers=admin)
+        assert answer.status_code == 200
+        return _families(answer.get_data(as_text=True))
+
+    before = scrape()
+    checkout = buy(client, alice, "credits-500")
+    payment = mp_sandbox.pay(checkout["preference_id"])
+    purchase = wait_status(app, checkout["purchase_id"], "approved")
+    received = db.execute(
+        select(func.min(MercadoPagoNotification.received_at)).where(
+            MercadoPagoNotification.data_id == str(payment["id"])
+        )
+    ).scalar_one()
+    lag = (purchase.approved_at - received).total_seconds()
+    endpoint = WebhookEndpoint(
+        owner_id=user_id_of(alice), url="https://example.com/h", events=["*"], secret="whsec_x"
+    )
+    db.add(endpoint)
+    db.flush()
+    event = f"test.metrics.{uuid.uuid4().hex[:8]}"
+    for state in ("succeeded", "failed", "failed", "pending"):
+        db.add(
+            WebhookDelivery(endpoint_id=endpoint.id, event_type=event, payload="{}", state=state)
+        )
+    db.commit()
+    after = scrape()
+
+    def delta(name: str, **labels: str) -> float:
+        return (_gauge(after, name, **labels) or 0) - (_gauge(before, name, **labels) or 0)
+
+    assert delta("spartan_ledger_wallet_credits") == 500
+    assert delta("spartan_ledger_system_account_credits", account="system:sales") == -500
+    accounts = after["spartan_ledger_system_account_credits"].samples
+    assert {s.labels["account"] for s in accounts} == {
+        "system:sales",
+        "system:consumed",
+        "system:reversed",
+    }
+    # Double entry: what the wallets hold is what the system accounts gave out.
+    assert _gauge(after, "spartan_ledger_wallet_credits") + sum(s.value for s in accounts) == 0
+    assert _gauge(after, "spartan_payment_credit_lag_samples") >= 1
+    assert _gauge(after, "spartan_payment_credit_lag_seconds", stat="max") >= lag - 0.001
+    p50 = _gauge(after, "spartan_payment_credit_lag_seconds", stat="p50")
+    assert 0 <= p50 <= _gauge(after, "spartan_payment_credit_lag_seconds", stat="max")
+    assert _gauge(after, "spartan_mercadopago_inbox_unprocessed") >= 0
+    assert _gauge(after, "spartan_mercadopago_inbox_oldest_unprocessed_age_seconds") >= 0
+    by_state = {
+        state: _gauge(after, "spartan_webhook_deliveries", event_type=event, state=state)
+        for state in ("succeeded", "failed", "pending")
+    }
+    assert by_state == {"succeeded": 1, "failed": 2, "pending": 1}
 
 
 def _free_port() -> int:

@@ -226,7 +226,7 @@ def _domain_gauges() -> Gauges:
                 [(q, n) for q, n in depths.items()],
             ),
             "spartan_queue_oldest_message_age_seconds": (
-                "Age of the next message waiting per Celery queue (0 when empty)",
+                "Age of the next message waiting per queue (0 when empty; Redis brokers only)",
                 ["queue"],
                 [(q, age or 0) for q, age in ages.items()],
             ),
