@@ -11,7 +11,11 @@ export REDIS_URL ?= redis://127.0.0.1:6379/0
 # dev.env fills in what the environment does not already say.
 DEV_DEFAULTS = while IFS='=' read -r k v; do case "$$k" in [A-Z]*) ;; *) continue;; esac; [ -n "$${!k+x}" ] || export "$$k=$$v"; done < dev.env;
 
-.PHONY: install run test migrate lint check-services bench clean
+# `make test` runs the broker-dependent tests a second time on RabbitMQ (results stay on Redis).
+AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672//
+BROKER_TESTS ?= tests/workflows tests/workers tests/webapp/test_health.py tests/webapp/test_metrics.py
+
+.PHONY: install run test test-amqp migrate lint check-services bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,8 +48,14 @@ lint: install
 test: install lint
 	@$(DEV_DEFAULTS) $(BIN)/python -m market.manage check
 	@$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@$(MAKE) --no-print-directory test-amqp
+
+test-amqp: install
+	@$(DEV_DEFAULTS) CELERY_BROKER_URL=$(AMQP_URL) $(BIN)/python -m market.manage check
+	@TEST_BROKER_URL=$(AMQP_URL) $(BIN)/python -m pytest $(BROKER_TESTS) $(PYTEST_ARGS)
 
 bench: install migrate
+	@command -v wrk >/dev/null || apt-get install -y wrk
 	@$(BIN)/python -m bench
 
 clean:

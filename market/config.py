@@ -116,6 +116,10 @@ class Settings:
     notification_retention_days: int = 90
     inbox_retention_days: int = 30
     delivery_retention_days: int = 30
+    # An Idempotency-Key answers repeats this long; then it is purged and is a new request.
+    idempotency_key_ttl_hours: int = 24
+    # Purchases that expired unpaid are kept this long for the buyer's history, then purged.
+    expired_purchase_retention_days: int = 90
     purge_batch_size: int = 1000
     # Avatars (issue 4): the upload limits checked before any decoding.
     avatar_max_bytes: int = 10 * 1024 * 1024
@@ -128,6 +132,13 @@ class Settings:
     webhook_send_concurrency: int = 8
     webhook_connect_timeout_s: float = 3.0
     webhook_total_timeout_s: float = 10.0
+    # Read timeout of each MercadoPago API call (connect: at most 3 s); a task whose call times
+    # out retries with backoff, so a hung provider costs a worker this long per attempt.
+    mercadopago_timeout_s: float = 10.0
+    # Throwaway deployments (test runs, benchmarks) on RabbitMQ: the broker deletes a queue of
+    # theirs unused for this many seconds, messages included, so a run that dies leaves
+    # nothing behind. 0 (deployments) = never; Redis brokers ignore it.
+    celery_queue_expires_s: int = 0
 
     @property
     def is_production(self) -> bool:
@@ -233,6 +244,8 @@ def load_settings(
         notification_retention_days=_int(env, "NOTIFICATION_RETENTION_DAYS", 90),
         inbox_retention_days=_int(env, "INBOX_RETENTION_DAYS", 30),
         delivery_retention_days=_int(env, "DELIVERY_RETENTION_DAYS", 30),
+        idempotency_key_ttl_hours=_int(env, "IDEMPOTENCY_KEY_TTL_HOURS", 24),
+        expired_purchase_retention_days=_int(env, "EXPIRED_PURCHASE_RETENTION_DAYS", 90),
         purge_batch_size=_int(env, "PURGE_BATCH_SIZE", 1000),
         avatar_max_bytes=_int(env, "AVATAR_MAX_BYTES", 10 * 1024 * 1024),
         avatar_max_pixels=_int(env, "AVATAR_MAX_PIXELS", 40_000_000),
@@ -241,4 +254,6 @@ def load_settings(
         webhook_send_concurrency=_int(env, "WEBHOOK_SEND_CONCURRENCY", 8),
         webhook_connect_timeout_s=_floats(env, "WEBHOOK_CONNECT_TIMEOUT_S", (3.0,))[0],
         webhook_total_timeout_s=_floats(env, "WEBHOOK_TOTAL_TIMEOUT_S", (10.0,))[0],
+        mercadopago_timeout_s=_floats(env, "MERCADOPAGO_TIMEOUT_S", (10.0,))[0],
+        celery_queue_expires_s=_int(env, "CELERY_QUEUE_EXPIRES_S", 0),
     )

@@ -160,12 +160,6 @@ def ping_check(ping: Callable[[], Any], what: str) -> Check:
 SENT_AT_HEADER = "spartan_sent_at"
 
 
-def _broker_options(broker_url: str, global_keyprefix: str) -> dict[str, Any]:
-    if global_keyprefix and broker_url.startswith("redis"):
-        return {"global_keyprefix": global_keyprefix}
-    return {}
-
-
 def queue_depths(
     broker_url: str,
     queues: Mapping[str, str],
@@ -177,9 +171,10 @@ def queue_depths(
     from kombu import Connection
     from kombu.exceptions import ChannelError
 
+    if broker_url.startswith("redis"):
+        return _redis_queue_depths(broker_url, queues, global_keyprefix, timeout_s)
     depths: dict[str, int] = {}
-    options = _broker_options(broker_url, global_keyprefix)
-    with Connection(broker_url, connect_timeout=timeout_s, transport_options=options) as conn:
+    with Connection(broker_url, connect_timeout=timeout_s) as conn:
         conn.ensure_connection(max_retries=1, timeout=timeout_s)
         channel = conn.channel()
         try:
@@ -196,15 +191,45 @@ def queue_depths(
     return depths
 
 
+def _redis_queue_depths(
+    broker_url: str, queues: Mapping[str, str], global_keyprefix: str, timeout_s: float
+) -> dict[str, int]:
+    """LLEN of each queue's lists (kombu keeps one per priority step), read directly.
+
+    kombu's passive queue_declare cannot be used here: its EXISTS is not in the commands
+    `global_keyprefix` rewrites, so with a prefix every queue would read as missing (0).
+    """
+    from kombu.transport.redis import PRIORITY_STEPS, Channel
+
+    client = redis.Redis.from_url(
+        broker_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+    )
+    try:
+        pipe = client.pipeline(transaction=False)
+        for name in queues.values():
+            for step in PRIORITY_STEPS:
+                suffix = f"{Channel.sep}{step}" if step else ""
+                pipe.llen(f"{global_keyprefix}{name}{suffix}")
+        lengths = pipe.execute()
+    finally:
+        client.close()
+    per_queue = len(PRIORITY_STEPS)
+    return {
+        label: sum(lengths[i * per_queue : (i + 1) * per_queue]) for i, label in enumerate(queues)
+    }
+
+
 def oldest_message_age(
     broker_url: str, queues: Mapping[str, str], *, global_keyprefix: str = ""
 ) -> dict[str, float | None]:
-    """Age in seconds of the next message of each queue (Redis brokers; None when empty).
+    """Age in seconds of the next message of each queue (None when empty); Redis brokers only.
 
-    kombu's Redis transport LPUSHes and BRPOPs, so the oldest message is the list's tail.
+    kombu's Redis transport LPUSHes and BRPOPs, so the oldest message is the list's tail. AMQP
+    cannot peek without taking the message (a basic.get + requeue marks it redelivered and may
+    reorder it), so other brokers give {}: unknown, which callers must not read as "empty".
     """
     if not broker_url.startswith("redis"):
-        return dict.fromkeys(queues)
+        return {}
     client = redis.Redis.from_url(broker_url, socket_timeout=2, socket_connect_timeout=2)
     try:
         pipe = client.pipeline(transaction=False)

@@ -14,6 +14,7 @@ import redis
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
+from market import health
 from market.config import load_settings
 from market.errors import ConfigurationError
 
@@ -54,6 +55,16 @@ def check_redis(redis_url: str) -> None:
         redis.Redis.from_url(redis_url, socket_connect_timeout=3, socket_timeout=3).ping()
     except redis.RedisError as exc:
         raise ServiceUnreachableError(f"Redis is unreachable at {redis_url}: {exc}") from exc
+
+
+def check_broker(broker_url: str) -> None:
+    """A broker other than Redis (RabbitMQ): reachable, and our credentials accepted."""
+    try:
+        health.broker_check(broker_url, timeout_s=3)()
+    except Exception as exc:
+        raise ServiceUnreachableError(
+            f"the broker is unreachable at {_redacted(broker_url)}: {exc}"
+        ) from exc
 
 
 def create_database(database_url: str) -> bool:
@@ -98,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         check_postgres(settings.database_url)
         check_redis(settings.redis_url)
+        if not settings.celery_broker_url.startswith("redis"):
+            check_broker(settings.celery_broker_url)
         if args.command in ("create-db", "prepare") and create_database(settings.database_url):
             print(f"created database {make_url(settings.database_url).database}")
         if args.command in ("migrate", "prepare"):

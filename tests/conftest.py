@@ -25,6 +25,8 @@ os.environ.update(
         "REDIS_URL": os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
         "KEY_PREFIX": f"t{RUN_ID}",
         "CELERY_QUEUE_PREFIX": f"t{RUN_ID}.",
+        # RabbitMQ drops the queues of a run that died before its teardown (tests/support/broker).
+        "CELERY_QUEUE_EXPIRES_S": "3600",
         "FIREBASE_PROJECT_ID": "spartan-test",
         "FIREBASE_AUTH_EMULATOR_HOST": "127.0.0.1:9099",
         "MEDIA_ROOT": str(_MEDIA),
@@ -35,7 +37,7 @@ os.environ.update(
 if os.environ.get("TEST_BROKER_URL"):
     os.environ["CELERY_BROKER_URL"] = os.environ["TEST_BROKER_URL"]
 
-pytest_plugins = ("tests.support.fixtures", "tests.support.mercadopago")
+pytest_plugins = ("tests.support.fixtures", "tests.support.mercadopago", "tests.support.broker")
 
 
 @pytest.fixture(scope="session")

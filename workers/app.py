@@ -7,6 +7,7 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
+from market.config import Settings
 from workers import runtime
 
 QUEUES = ("payments", "media", "notifications", "maintenance")
@@ -18,8 +19,9 @@ TASK_MODULES = (
 )
 
 
-def queue_name(queue: str) -> str:
-    return runtime.settings().celery_queue_prefix + queue
+def queue_name(queue: str, prefix: str | None = None) -> str:
+    """The broker name of `queue`: this deployment's prefix (or `prefix`) + the queue."""
+    return (runtime.settings().celery_queue_prefix if prefix is None else prefix) + queue
 
 
 def route_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any) -> Any:
@@ -30,15 +32,47 @@ def route_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None
     return None
 
 
-def _config() -> dict[str, Any]:
-    s = runtime.settings()
+def _isolation(s: Settings) -> dict[str, Any]:
+    """Settings that keep a prefixed deployment's broker traffic away from any other one's.
+
+    Queue names carry the prefix on every broker. On Redis `global_keyprefix` also prefixes
+    the broadcast (control) and event channels; AMQP has no such option, so there the control
+    and event exchanges are named after the prefix, else `inspect()` would count every
+    worker on the vhost and monitors would see every deployment's events.
+    """
+    prefix = s.celery_queue_prefix
+    if not prefix:
+        return {}
+    if s.celery_broker_url.startswith("redis"):
+        return {"broker_transport_options": {"global_keyprefix": prefix}}
+    return {"control_exchange": f"{prefix}celery", "event_exchange": f"{prefix}celeryev"}
+
+
+def task_queues(s: Settings) -> list[Queue]:
+    """The four queues of deployment `s` (x-expires on AMQP when it asks for it)."""
+    expires = s.celery_queue_expires_s or None
+    return [
+        Queue(
+            queue_name(q, s.celery_queue_prefix),
+            routing_key=queue_name(q, s.celery_queue_prefix),
+            expires=expires,
+        )
+        for q in QUEUES
+    ]
+
+
+def config_for(s: Settings) -> dict[str, Any]:
+    """The Celery configuration of deployment `s` (tests build another run's from it)."""
     from beat_schedule import SCHEDULE
 
+    # Redis only: an unacked message is redelivered after this long. AMQP redelivers it as soon
+    # as the worker's connection drops (and retry countdowns stay far below RabbitMQ's
+    # consumer_timeout: workers.base caps backoff at 300 s).
     transport: dict[str, Any] = {"visibility_timeout": 3600}
-    if s.celery_queue_prefix and s.celery_broker_url.startswith("redis"):
-        # Keeps a test run's messages (and its event fanout) away from any other worker.
-        transport["global_keyprefix"] = s.celery_queue_prefix
+    isolation = _isolation(s)
+    transport.update(isolation.pop("broker_transport_options", {}))
     return {
+        **isolation,
         "broker_url": s.celery_broker_url,
         "result_backend": s.celery_result_backend,
         "broker_transport_options": transport,
@@ -51,8 +85,8 @@ def _config() -> dict[str, Any]:
         "accept_content": ["json"],
         "timezone": "UTC",
         "enable_utc": True,
-        "task_queues": [Queue(queue_name(q), routing_key=queue_name(q)) for q in QUEUES],
-        "task_default_queue": queue_name("maintenance"),
+        "task_queues": task_queues(s),
+        "task_default_queue": queue_name("maintenance", s.celery_queue_prefix),
         "task_routes": (route_task,),
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
@@ -66,6 +100,10 @@ def _config() -> dict[str, Any]:
         "beat_schedule": SCHEDULE,
         "worker_hijack_root_logger": False,
     }
+
+
+def _config() -> dict[str, Any]:
+    return config_for(runtime.settings())
 
 
 app = Celery("spartan", include=list(TASK_MODULES))
