@@ -37,6 +37,7 @@ os.environ.update(ENV)  # before anything of ours reads the settings
 
 from sqlalchemy import func, select  # noqa: E402
 
+from bench.harness import drop_redis_keys  # noqa: E402
 from market import manage, notifications, webhooks  # noqa: E402
 from market.config import load_settings  # noqa: E402
 from market.db import make_engine, make_sessionmaker  # noqa: E402
@@ -182,6 +183,7 @@ def main() -> int:
         receiver.server.shutdown()
         engine.dispose()
         manage.drop_database(settings.database_url)
+        drop_redis_keys(settings.redis_url, ENV["KEY_PREFIX"])  # its queues and results
 
 
 if __name__ == "__main__":

@@ -55,15 +55,21 @@ class Posting:
 
 def wallet(session: Session, user_id: uuid.UUID, *, lock: bool = False) -> LedgerAccount:
     """The user's wallet, created on first use (race-free); locked FOR UPDATE if `lock`."""
+    stmt = select(LedgerAccount).where(LedgerAccount.user_id == user_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    stmt = stmt.execution_options(populate_existing=True)
+    # Read first: a wallet is created once and read on every posting (one round trip saved).
+    found = session.execute(stmt).scalar_one_or_none()
+    if found is not None:
+        return found
+    # Two first uses at once: the second insert waits for the first, then does nothing.
     session.execute(
         insert(LedgerAccount)
         .values(id=uuid.uuid4(), code=f"user:{user_id}", kind="user", user_id=user_id)
         .on_conflict_do_nothing(index_elements=[LedgerAccount.user_id])
     )
-    stmt = select(LedgerAccount).where(LedgerAccount.user_id == user_id)
-    if lock:
-        stmt = stmt.with_for_update()
-    return session.execute(stmt.execution_options(populate_existing=True)).scalar_one()
+    return session.execute(stmt).scalar_one()
 
 
 def balance(session: Session, user_id: uuid.UUID) -> int:
@@ -169,7 +175,8 @@ def spend(
         wallet_id=account.id,
         description=description,
     )
-    return posting, balance(session, user_id)
+    # Exact without reading it again: the wallet is locked and only this entry changed it.
+    return posting, account.balance - amount if posting.created else account.balance
 
 
 def reverse(

@@ -1,25 +1,21 @@
 """Celery signal handlers: log set-up, and the request/job/task ids in every task's logs.
 
 The publisher (web or worker) puts its request id and the send time in the message headers;
-the worker binds request id, job id and task id before the task body runs and unbinds after,
+the worker binds request id and task id before the task body runs and unbinds after (the job
+id is bound by StepTask, which reads it when it finds the task's step),
 so the lines of one purchase carry one request id from the HTTP request to the last step.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
 from celery.signals import before_task_publish, setup_logging, task_postrun, task_prerun
-from sqlalchemy import select
 
 from market import logging as log_context
 from market.health import SENT_AT_HEADER
-from market.models import JobStep
 from workers import runtime
-
-log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "spartan_request_id"
 
@@ -44,18 +40,6 @@ def _stamp_headers(headers: dict[str, Any] | None = None, **_: Any) -> None:
     headers.setdefault(SENT_AT_HEADER, time.time())
 
 
-def _job_id_of(task_id: str) -> str | None:
-    try:
-        with runtime.transaction() as session:
-            job_id = session.execute(
-                select(JobStep.job_id).where(JobStep.task_id == task_id)
-            ).scalar_one_or_none()
-    except Exception as exc:  # the task itself will meet (and report) a dead database
-        log.debug("job of task %s not looked up: %s", task_id, exc)
-        return None
-    return str(job_id) if job_id else None
-
-
 @task_prerun.connect
 def _bind_task(task_id: str | None = None, task: Any = None, **_: Any) -> None:
     if not task_id or task is None:
@@ -64,10 +48,8 @@ def _bind_task(task_id: str | None = None, task: Any = None, **_: Any) -> None:
     request_id = getattr(request, REQUEST_ID_HEADER, None) or (request.headers or {}).get(
         REQUEST_ID_HEADER
     )
-    job_id = None if request.is_eager else _job_id_of(task_id)
-    _tokens[task_id] = log_context.bind(
-        request_id=request_id, job_id=job_id, task_id=task_id, task_name=task.name
-    )
+    # The job id is bound by StepTask once it has found the task's step (workers/base.py).
+    _tokens[task_id] = log_context.bind(request_id=request_id, task_id=task_id, task_name=task.name)
 
 
 @task_postrun.connect
