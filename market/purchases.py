@@ -38,7 +38,9 @@ REVERSED = ("refunded", "charged_back")
 def gateway_for(settings: Settings) -> MercadoPagoGateway:
     """The MercadoPago client these settings point at (the real API or the sandbox)."""
     return MercadoPagoGateway(
-        settings.mercadopago_access_token, settings.mercadopago_api_base_url, timeout=10
+        settings.mercadopago_access_token,
+        settings.mercadopago_api_base_url,
+        timeout=settings.mercadopago_timeout_s,
     )
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import marshmallow as ma
 from flask import Flask, Response, json, request
+from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from market.errors import MarketError
@@ -15,10 +16,17 @@ log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://spartan.market/problems/"
+# Retry-After of a 503 while the database is unreachable: about a restart or a failover, so a
+# client (MercadoPago included: any answer but 200/201 makes it retry) comes back soon.
+DATABASE_RETRY_AFTER_S = 5
 
 
 class ProblemSchema(ma.Schema):
     """RFC 9457 problem details (documented shape of every error)."""
+
+    class Meta:
+        # Extension members (e.g. `balance` of a 409 on spend) are part of the format.
+        unknown = ma.INCLUDE
 
     type = ma.fields.String()
     title = ma.fields.String()
@@ -89,7 +97,52 @@ def handle_crash(error: Exception) -> Response:
     return handle_http_exception(InternalServerError())
 
 
+def database_unreachable(error: sa_exc.SQLAlchemyError) -> bool:
+    """Whether the error says the database cannot be reached or served us (dropped or refused
+    connection, pool exhausted, query cancelled), not that our SQL or data was wrong."""
+    if isinstance(error, sa_exc.TimeoutError):  # no pooled connection in time
+        return True
+    return isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError) or (
+        isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated
+    )
+
+
+def handle_database_error(error: sa_exc.SQLAlchemyError) -> Response:
+    """503 with Retry-After while the database is unreachable (the request's transaction was
+    rolled back, and writes are idempotent, so a retry is safe); any other is a crash."""
+    if not database_unreachable(error):
+        return handle_crash(error)
+    cause = getattr(error, "orig", None) or error
+    log.warning("database unreachable on %s %s: %s", request.method, request.path, cause)
+    return problem(
+        503,
+        slug="service-unavailable",
+        title="Service Unavailable",
+        detail="The database is unreachable; try again shortly.",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+    )
+
+
+def handle_recursion(error: RecursionError) -> Response:
+    """400 for a JSON body nested deeper than the parser can recurse (`[[[[…]]]]`, a few KB):
+    bad input, not a crash. The JSON parsers (webargs, Flask) catch only ValueError."""
+    try:
+        json.loads(request.get_data(cache=True))
+    except RecursionError:
+        return problem(
+            400,
+            slug="bad-request",
+            title="Bad Request",
+            detail="The JSON body is nested too deeply.",
+        )
+    except ValueError:
+        pass
+    return handle_crash(error)
+
+
 def register(app: Flask) -> None:
+    app.register_error_handler(RecursionError, handle_recursion)
     app.register_error_handler(MarketError, handle_market_error)
+    app.register_error_handler(sa_exc.SQLAlchemyError, handle_database_error)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(Exception, handle_crash)
