@@ -12,6 +12,7 @@ from market.db import make_engine, make_sessionmaker
 from market.identity import FirebaseVerifier
 from webapp import db, errors
 from webapp.api import BLUEPRINTS
+from webapp.openapi import WireFormatPlugin
 
 
 class ProblemApi(Api):
@@ -25,7 +26,8 @@ class ProblemApi(Api):
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
-    app = Flask(__name__)
+    # No static folder: the API serves no static files (the docs UI comes from a CDN).
+    app = Flask(__name__, static_folder=None)
     app.config.update(
         API_TITLE="Spartan Market API",
         API_VERSION="1.0",
@@ -56,7 +58,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["spartan.cache"] = Cache(app.extensions["spartan.redis"], settings.key_prefix)
 
     db.init_app(app)
-    api = ProblemApi(app)
+    api = ProblemApi(app, spec_kwargs={"extra_plugins": [WireFormatPlugin()]})
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
     errors.register(app)

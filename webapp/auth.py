@@ -12,10 +12,14 @@ from flask_smorest import abort
 from market.identity import Identity, InvalidTokenError, upsert_user
 from market.models import User
 from webapp import db
+from webapp.errors import ProblemSchema
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 SECURITY = [{"bearerAuth": []}]
+# Every protected operation can answer these; documented once here, not on each view.
+UNAUTHORIZED = "Missing or invalid bearer token"
+FORBIDDEN = "Administrators only"
 
 
 def _bearer() -> str | None:
@@ -68,8 +72,7 @@ def login_required(fn: F) -> F:
         current_user()
         return fn(*args, **kwargs)
 
-    wrapper._apidoc = getattr(fn, "_apidoc", {})  # type: ignore[attr-defined]
-    wrapper._apidoc.setdefault("manual_doc", {}).setdefault("security", SECURITY)  # type: ignore[attr-defined]
+    _document(wrapper, fn, {"401": UNAUTHORIZED})
     return wrapper  # type: ignore[return-value]
 
 
@@ -81,6 +84,21 @@ def admin_required(fn: F) -> F:
             abort(403, message="administrators only")
         return fn(*args, **kwargs)
 
-    wrapper._apidoc = getattr(fn, "_apidoc", {})  # type: ignore[attr-defined]
-    wrapper._apidoc.setdefault("manual_doc", {}).setdefault("security", SECURITY)  # type: ignore[attr-defined]
+    _document(wrapper, fn, {"401": UNAUTHORIZED, "403": FORBIDDEN})
     return wrapper  # type: ignore[return-value]
+
+
+def _document(wrapper: Any, fn: Any, responses: dict[str, str]) -> None:
+    """Mark the operation as needing a bearer token and document the answers without one."""
+    wrapper._apidoc = getattr(fn, "_apidoc", {})
+    manual = wrapper._apidoc.setdefault("manual_doc", {})
+    manual.setdefault("security", SECURITY)
+    documented = manual.setdefault("responses", {})
+    for status, description in responses.items():
+        documented.setdefault(
+            status,
+            {
+                "description": description,
+                "content": {"application/json": {"schema": ProblemSchema}},
+            },
+        )
