@@ -34,8 +34,8 @@ def route_of() -> str:
 
 def caller_id() -> str | None:
     """The caller's user id when the request identified one (no extra verification)."""
-    user = g.get("user")
-    return str(user.id) if user is not None else None
+    user_id = g.get("user_id")
+    return str(user_id) if user_id is not None else None
 
 
 class _Recorder:

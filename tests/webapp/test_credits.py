@@ -192,3 +192,28 @@ def test_webhook_redelivery_collapses_and_other_types_are_ignored(client, settin
         headers=signed(secret, data_id, "c"),
     )
     assert answer.status_code == 200 and inbox_rows(db, data_id) == 1
+
+
+def test_a_cached_balance_is_read_without_touching_the_database(app, client, alice, user_id_of):
+    from sqlalchemy import event
+
+    fund(app, user_id_of(alice), 70)
+    first = client.get(f"{BASE}/me", headers=alice)
+    assert first.status_code == 200 and first.json["balance"] == 70
+
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    engine = app.extensions["spartan.engine"]
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        again = client.get(f"{BASE}/me", headers=alice)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert again.status_code == 200 and again.json == first.json
+    assert statements == []
+    # A change still shows at once: the spend drops the cached balance.
+    assert client.post(f"{BASE}/spend", json={"amount": 20}, headers=alice).status_code == 201
+    assert client.get(f"{BASE}/me", headers=alice).json["balance"] == 50

@@ -16,7 +16,7 @@ from market import idempotency, ledger, purchases, refunds
 from market.cache import Cache
 from webapp import db
 from webapp.api.tasks import accepted
-from webapp.auth import admin_required, current_user, login_required
+from webapp.auth import admin_required, current_user, current_user_id, login_required
 from webapp.errors import ProblemSchema
 from workflows.purchase import start_purchase
 from workflows.refund import start_refund
@@ -156,17 +156,17 @@ class Balance(MethodView):
     @blp.response(200, BalanceSchema)
     def get(self) -> dict[str, Any]:
         """The caller's balance and latest movements (cached; dropped on every change)."""
-        user = current_user()
+        user_id = current_user_id()
         session = db.session()
 
         def load() -> dict[str, Any]:
-            recent, _ = ledger.history(session, user_id=user.id, limit=RECENT)
+            recent, _ = ledger.history(session, user_id=user_id, limit=RECENT)
             return {
-                "balance": ledger.balance(session, user.id),
+                "balance": ledger.balance(session, user_id),
                 "recent": [transaction_view(t) for t in recent],
             }
 
-        return cache().get_or_load("balance", str(user.id), load)
+        return cache().get_or_load("balance", str(user_id), load)
 
 
 @blp.route("/spend")
