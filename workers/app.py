@@ -90,6 +90,10 @@ def config_for(s: Settings) -> dict[str, Any]:
         "task_routes": (route_task,),
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        # A late-acked task still running when the broker connection drops is redelivered
+        # anyway (or, on a broker that lost its data, finished by beat's sweeps): cancel it
+        # rather than let it run twice (Celery 6 makes this the default; tasks are idempotent).
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
         "task_track_started": True,
         "task_time_limit": 300,
         "task_soft_time_limit": 240,

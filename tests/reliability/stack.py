@@ -112,6 +112,17 @@ class Deployment:
 
         return wait
 
+    def responsive(self, name: str, *, timeout: float) -> bool:
+        """Whether the worker answers a ping within `timeout` (as health's worker check asks)."""
+        node = f"{name}-{self.prefix}@{os.uname().nodename}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):  # the broker may still be coming back
+                if self.client.control.ping(destination=[node], timeout=0.5):
+                    return True
+            time.sleep(0.2)
+        return False
+
     def kill_worker(self, name: str) -> None:
         """SIGKILL the worker and its pool processes: no warm shutdown, no ack, no cleanup."""
         proc = self.workers.pop(name)
@@ -206,13 +217,20 @@ def settle_with_beat(
     timeout: float,
     every_s: float = 2.0,
     what: str,
+    describe: Callable[[], str] = lambda: "",
 ) -> int:
     """Play beat every `every_s` until `settled()`; how many rounds it took (0: none needed)."""
     deadline = time.monotonic() + timeout
     rounds = 0
     next_round = time.monotonic() + every_s
     while not settled():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        if time.monotonic() >= deadline:
+            logs = "\n".join(
+                f"--- worker {name}:\n{proc.tail(40)}" for name, proc in deployment.workers.items()
+            )
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what} ({describe()})\n{logs}"
+            )
         if time.monotonic() >= next_round:
             deployment.beat()
             rounds += 1
