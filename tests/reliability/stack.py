@@ -19,17 +19,18 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import redis
 from celery import Celery
-from kombu import Queue
 
 from bench import harness
 from bench.harness import Proc, Stack
+from market.config import load_settings
 from tests.support.poll import wait_for
-from workers.app import QUEUES
+from workers.app import config_for
 
 WEBHOOK_PATH = "/api/v1/advanced/webhooks/mercadopago"
 UNLIMITED = harness.UNLIMITED
@@ -143,25 +144,21 @@ class Deployment:
 
 
 def beat_client(broker_url: str, queue_prefix: str) -> Celery:
-    """A Celery client for a deployment's broker, its queues declared as workers/app.py does."""
+    """A Celery client for a deployment's broker, configured as workers/app.py configures its
+    own (queues, key prefix), with no result backend."""
+    deployment = replace(
+        load_settings(read_dotenv=False),
+        celery_broker_url=broker_url,
+        celery_queue_prefix=queue_prefix,
+    )
     client = Celery(f"beat-{queue_prefix}", set_as_current=False)
-    transport: dict[str, Any] = {"visibility_timeout": 3600}
-    if broker_url.startswith("redis"):
-        transport["global_keyprefix"] = queue_prefix
-    names = [queue_prefix + q for q in QUEUES]
     client.conf.update(
-        broker_url=broker_url,
+        config_for(deployment),
         # Celery prefers $CELERY_BROKER_URL (the suite's broker, e.g. RabbitMQ under
         # TEST_BROKER_URL) to `broker_url`; these two settings win over it.
         broker_read_url=broker_url,
         broker_write_url=broker_url,
-        broker_transport_options=transport,
-        broker_connection_retry_on_startup=True,
         result_backend=None,
-        task_serializer="json",
-        accept_content=["json"],
-        task_queues=[Queue(n, routing_key=n) for n in names],
-        task_default_queue=queue_prefix + "maintenance",
         task_ignore_result=True,
     )
     return client
