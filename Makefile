@@ -15,12 +15,12 @@ DEV_DEFAULTS = while IFS='=' read -r k v; do case "$$k" in [A-Z]*) ;; *) continu
 AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672//
 BROKER_TESTS ?= tests/workflows tests/workers tests/webapp/test_health.py tests/webapp/test_metrics.py
 
-.PHONY: install run test test-amqp migrate lint check-services bench clean
+.PHONY: install run test test-amqp test-tools migrate lint check-services bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check '.[dev]'
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --editable '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)
@@ -45,7 +45,22 @@ lint: install
 	@$(BIN)/ruff format --check .
 	@$(BIN)/lint-imports
 
-test: install lint
+# Debian packages some tests need, installed once when missing: docker-compose (resolves the
+# compose files; no engine), Chromium and its driver (tests/browser), Prometheus and promtool
+# (tests/ops; only the binaries are used, so policy-rc.d keeps the package's service stopped).
+TOOLS = docker-compose:docker-compose chromium:chromium chromedriver:chromium-driver \
+	prometheus:prometheus promtool:prometheus
+test-tools:
+	@missing=; for t in $(TOOLS); do command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:}"; done; \
+	[ -z "$$missing" ] || { \
+	  created=; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && created=1; fi; \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends $$missing >/dev/null; rc=$$?; \
+	  [ -z "$$created" ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; }
+
+test: install lint test-tools
 	@$(DEV_DEFAULTS) $(BIN)/python -m market.manage check
 	@$(BIN)/python -m pytest $(PYTEST_ARGS)
 	@$(MAKE) --no-print-directory test-amqp

@@ -16,7 +16,7 @@ SCHEDULE: dict[str, dict[str, Any]] = {
         "options": {"expires": 4 * MINUTE},
     },
     # Operations. Each of these also holds a Redis lock named after it while it runs
-    # (workers/maintenance.py `singleton`), so even a second beat cannot make runs overlap.
+    # (workers/maintenance/locks.py `singleton`), so even a second beat cannot make runs overlap.
     "beat-heartbeat": {
         "task": "maintenance.beat_heartbeat",
         "schedule": 30.0,
@@ -38,15 +38,18 @@ SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": 60 * MINUTE,
         "options": {"expires": 30 * MINUTE},
     },
-    # Credits: a lost webhook or queue message still settles; stale inbox rows are processed
-    # again; pending purchases past their expiry expire; the ledger's parity is checked.
+    # Payments (workflows/sweeps.py, each starting settlement jobs, never settling inline):
+    # every payment MercadoPago changed since the last run and pending purchases are
+    # reconciled, so a lost webhook, a panel refund or a chargeback still reaches the ledger;
+    # MercadoPago payment events not processed in time start again; pending purchases past
+    # their expiry expire; the ledger's parity is checked.
     "reconcile-purchases": {
         "task": "maintenance.reconcile_purchases",
         "schedule": 5 * MINUTE,
         "options": {"expires": 4 * MINUTE},
     },
-    "requeue-notifications": {
-        "task": "maintenance.requeue_notifications",
+    "requeue-payment-events": {
+        "task": "maintenance.requeue_payment_events",
         "schedule": 2 * MINUTE,
         "options": {"expires": 90.0},
     },
@@ -60,9 +63,10 @@ SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": 60 * MINUTE,
         "options": {"expires": 30 * MINUTE},
     },
-    # Notifications: webhook retries (and sends whose message was lost) come due by the
-    # second, so a short period; overlapping runs share the work (claims SKIP LOCKED). The
-    # dispatch is a safety net for a lost `dispatch_pending` message (workflows send one).
+    # The user's notifications: outgoing webhook retries (and sends whose message was lost)
+    # come due by the second, so a short period; overlapping runs share the work (claims SKIP
+    # LOCKED). The dispatch is a safety net for a lost `dispatch_pending` message (workflows
+    # send one).
     "retry-webhook-deliveries": {
         "task": "notifications.retry_deliveries",
         "schedule": 10.0,

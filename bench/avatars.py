@@ -1,6 +1,6 @@
 """4. Avatar processing on a 12-megapixel JPEG and PNG: the project against two Pillow pipelines.
 
-Project: `market.media.render_avatar` (what the `media.process_avatar` task runs: checks,
+Project: `market.media.images.render_avatar` (what the `media.process_avatar` task runs: checks,
 verify, draft decode, EXIF orientation, centre crop, sRGB, every size from the next larger,
 WebP and JPEG). Minimal: draft decode, one resize chain, the same encodes. Naive: full
 decode, each size resampled from the original. Times: the three interleaved in one process
@@ -30,7 +30,7 @@ MAX_BYTES = 10 * 1024 * 1024  # the default AVATAR_MAX_BYTES
 
 
 def _policy():  # type: ignore[no-untyped-def]
-    from market.media import AvatarPolicy
+    from market.media.images import AvatarPolicy
 
     return AvatarPolicy(max_bytes=MAX_BYTES)
 
@@ -63,7 +63,7 @@ def make_images(directory: Path) -> dict[str, Path]:
 
 
 def project(data: bytes) -> dict[str, bytes]:
-    from market.media import render_avatar
+    from market.media.images import render_avatar
 
     return render_avatar(data, _policy())
 
@@ -142,7 +142,7 @@ def child_memory(pipeline: str, image: Path) -> dict[str, object]:
     """One run of one pipeline in this fresh process: its peak memory above the start."""
     from PIL import Image, JpegImagePlugin, PngImagePlugin, WebPImagePlugin  # noqa: F401
 
-    import market.media  # noqa: F401
+    import market.media.images  # noqa: F401
 
     data = image.read_bytes()
     before = _peak_rss()

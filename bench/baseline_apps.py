@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from flask import Flask, jsonify, request
 
 from market.cache import Cache, _as_json
-from market.mp_signature import InvalidSignatureError, verify_notification
+from market.payments.mercadopago.signature import InvalidSignatureError, verify_notification
 
 T = TypeVar("T")
 WEBHOOK_PATH = "/api/v1/advanced/webhooks/mercadopago"

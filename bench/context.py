@@ -190,7 +190,7 @@ class Context:
 
     def make_users(self, n: int) -> list[BenchUser]:
         """Users as the API would create them from their tokens, with emulator tokens."""
-        from market.identity import Identity, upsert_user
+        from market.identity.tokens import Identity, upsert_user
         from sandbox.token import mint
 
         users = []

@@ -33,6 +33,10 @@ BENCH_DIR = Path(__file__).resolve().parent
 T = TypeVar("T")
 # Rate limits high enough never to answer 429 while a benchmark runs (said in the output).
 UNLIMITED = "1000000/minute"
+# The Procfile's web process: WEB_CONCURRENCY workers of WEB_THREADS threads each (gthread),
+# chosen by bench/gunicorn_workers.py (bench/RESULTS.md, "gunicorn worker class").
+WEB_WORKERS = 3
+WEB_THREADS: int | None = 8
 WEBHOOK_PATH = "/api/v1/advanced/webhooks/mercadopago"
 
 
@@ -211,15 +215,28 @@ class Stack:
             self.procs.pop().stop()
 
 
-def gunicorn(stack: Stack, name: str, app: str, env: dict[str, str], probe_path: str) -> str:
-    """Serve `app` as the Procfile does (2 sync workers, no control socket); its base URL."""
+def gunicorn(
+    stack: Stack,
+    name: str,
+    app: str,
+    env: dict[str, str],
+    probe_path: str,
+    *,
+    workers: int = WEB_WORKERS,
+    threads: int | None = WEB_THREADS,
+) -> str:
+    """Serve `app` as the Procfile does (its worker class and counts, no control socket), or
+    with `workers` and `threads` (None: sync workers); its base URL."""
+    shape = ("--workers", str(workers))
+    if threads is not None:
+        shape += ("--worker-class", "gthread", "--threads", str(threads))
     for _ in range(3):
         port = free_port()
         proc = stack.start(
             name,
             [
                 *(sys.executable, "-m", "gunicorn", app),
-                *("--bind", f"127.0.0.1:{port}", "--workers", "2", "--no-control-socket"),
+                *("--bind", f"127.0.0.1:{port}", *shape, "--no-control-socket"),
                 # Many in flight at once under wrk: the default backlog of 2048 is enough.
                 *("--log-level", "warning"),
             ],

@@ -38,21 +38,21 @@ def _request_file(ctx: Context, payment_ids: list[int], directory: Path, name: s
 
 def _accepted(ctx: Context) -> list[int]:
     """Payment ids of the notifications the endpoint stored (each starts a settlement)."""
-    from market.models import MercadoPagoNotification
+    from market.models import PaymentEvent
 
     with ctx.sessions() as session:
-        return [int(i) for i in session.execute(select(MercadoPagoNotification.data_id)).scalars()]
+        return [int(i) for i in session.execute(select(PaymentEvent.data_id)).scalars()]
 
 
 def _unprocessed(ctx: Context) -> int:
-    from market.models import MercadoPagoNotification
+    from market.models import PaymentEvent
 
     with ctx.sessions() as session:
         return int(
             session.execute(
                 select(func.count())
-                .select_from(MercadoPagoNotification)
-                .where(MercadoPagoNotification.processed_at.is_(None))
+                .select_from(PaymentEvent)
+                .where(PaymentEvent.processed_at.is_(None))
             ).scalar_one()
         )
 

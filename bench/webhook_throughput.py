@@ -1,6 +1,6 @@
 """How many webhook deliveries per second one notifications worker sustains (a measurement,
 not a test). Prints the worker's rate and its ratio to a baseline measured in the same run:
-plain sequential `market.delivery.deliver` calls to the same receiver, with no database.
+plain sequential `market.outbound.transport.deliver` calls to the same receiver, with no database.
 
     .venv/bin/python -m bench.webhook_throughput [--events 2000] [--concurrency 1]
 
@@ -38,12 +38,13 @@ os.environ.update(ENV)  # before anything of ours reads the settings
 from sqlalchemy import func, select  # noqa: E402
 
 from bench.harness import drop_redis_keys  # noqa: E402
-from market import manage, notifications, webhooks  # noqa: E402
+from market import manage, notifications  # noqa: E402
 from market.config import load_settings  # noqa: E402
 from market.db import make_engine, make_sessionmaker  # noqa: E402
-from market.delivery import deliver  # noqa: E402
 from market.models import User, WebhookDelivery  # noqa: E402
 from market.models.base import utcnow  # noqa: E402
+from market.outbound import endpoints  # noqa: E402
+from market.outbound.transport import deliver  # noqa: E402
 
 
 class Receiver:
@@ -112,7 +113,7 @@ def main() -> int:
             user = User(firebase_uid=f"bench-{RUN}", email="bench@example.com")
             session.add(user)
             session.flush()
-            endpoint = webhooks.create_endpoint(
+            endpoint = endpoints.create_endpoint(
                 session,
                 owner=user,
                 url=receiver.url,

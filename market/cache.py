@@ -98,6 +98,8 @@ class Cache:
         self._state = _state_of(client)
         self._read = client.register_script(_READ)
         self._invalidate = client.register_script(_INVALIDATE)
+        # Reads sent ahead in another round trip (`queue_read`), per thread: one request's.
+        self._ahead = threading.local()
 
     # Keys -------------------------------------------------------------------------------
 
@@ -171,6 +173,41 @@ class Cache:
                 # Too much owed to remember one by one: drop the whole namespace instead.
                 state.pending_namespaces.add(namespace)
 
+    # Reads sent ahead ---------------------------------------------------------------------
+
+    def queue_read(self, pipe: Any, namespace: str, ident: str) -> bool:
+        """Add the entry's read to `pipe` (a pipeline someone else sends); False if the cache
+        is not to be trusted now. Give its reply to `keep_read`: `get_or_load` then answers
+        from it instead of a round trip of its own."""
+        if not self._usable():
+            return False
+        pipe.evalsha(
+            self._read.sha,
+            2,
+            self._ver_key(namespace),
+            self._gen_key(namespace, str(ident)),
+            f"{self._prefix}:{namespace}",
+            str(ident),
+        )
+        return True
+
+    def keep_read(self, namespace: str, ident: str, reply: Any) -> None:
+        """Keep the reply of a `queue_read` for this thread's next `get_or_load` of the entry.
+        An error (a script Redis has forgotten, say) is dropped: that read goes to Redis."""
+        if not isinstance(reply, Exception):
+            self._ahead.reads = {(namespace, str(ident)): reply}
+
+    def forget_reads(self) -> None:
+        """Drop what this thread read ahead and did not use (call it when the request ends)."""
+        self._ahead.reads = None
+
+    def _read_ahead(self, namespace: str, ident: str) -> Any:
+        reads = getattr(self._ahead, "reads", None)
+        if not reads:
+            return None
+        self._ahead.reads = None  # used once, by the request that sent it
+        return reads.get((namespace, ident))
+
     # Public API -------------------------------------------------------------------------
 
     def get_or_load(self, namespace: str, ident: str, loader: Callable[[], T]) -> T:
@@ -180,16 +217,18 @@ class Cache:
         what is committed.
         """
         ident = str(ident)
-        if not self._usable():
-            return _as_json(loader())
-        try:
-            found = self._read(
-                keys=[self._ver_key(namespace), self._gen_key(namespace, ident)],
-                args=[f"{self._prefix}:{namespace}", ident],
-            )
-        except redis.RedisError as exc:
-            self._mark_down("read", exc)
-            return _as_json(loader())
+        found = self._read_ahead(namespace, ident)
+        if found is None:
+            if not self._usable():
+                return _as_json(loader())
+            try:
+                found = self._read(
+                    keys=[self._ver_key(namespace), self._gen_key(namespace, ident)],
+                    args=[f"{self._prefix}:{namespace}", ident],
+                )
+            except redis.RedisError as exc:
+                self._mark_down("read", exc)
+                return _as_json(loader())
         key = found[0].decode() if isinstance(found[0], bytes) else found[0]
         if len(found) > 1 and found[1] is not None:
             return json.loads(found[1])
@@ -204,6 +243,7 @@ class Cache:
     def invalidate(self, namespace: str, ident: str) -> None:
         """Drop one entry (idempotent). Call it after the write commits, before answering."""
         ident = str(ident)
+        self.forget_reads()
         if not self._usable():
             self._owe(namespace, ident)
             return
@@ -215,6 +255,7 @@ class Cache:
 
     def invalidate_namespace(self, namespace: str) -> None:
         """Drop every entry of a namespace at once (one INCR, no KEYS scan; idempotent)."""
+        self.forget_reads()
         if not self._usable():
             self._owe(namespace, None)
             return

@@ -7,6 +7,8 @@ class MarketError(Exception):
     status = 400
     slug = "bad-request"
     title = "Bad request"
+    # Headers the answer must carry (a 401's challenge); none by default.
+    headers: dict[str, str] = {}
 
     def __init__(self, detail: str = "", **extra: object) -> None:
         super().__init__(detail or self.title)
@@ -86,7 +88,15 @@ class ServiceUnavailableError(MarketError):
     status, slug, title = 503, "service-unavailable", "A dependency is unavailable"
 
 
+class StorageUnavailableError(ServiceUnavailableError):
+    """The media storage (an S3-compatible bucket) is unreachable or failing: retry later."""
+
+    status, slug, title = 503, "storage-unavailable", "The media storage is unavailable"
+
+
 class WebhookSignatureError(MarketError):
     """An incoming provider notification is unsigned, badly signed or stale."""
 
     status, slug, title = 401, "invalid-signature", "The notification signature is not valid"
+    # The challenge names what authenticates here: MercadoPago's x-signature, not a bearer.
+    headers = {"WWW-Authenticate": 'x-signature realm="mercadopago"'}

@@ -37,7 +37,13 @@ os.environ.update(
 if os.environ.get("TEST_BROKER_URL"):
     os.environ["CELERY_BROKER_URL"] = os.environ["TEST_BROKER_URL"]
 
-pytest_plugins = ("tests.support.fixtures", "tests.support.mercadopago", "tests.support.broker")
+pytest_plugins = (
+    "tests.support.fixtures",
+    "tests.support.mercadopago",
+    "tests.support.broker",
+    "tests.support.s3",
+    "tests.support.browser",
+)
 
 
 @pytest.fixture(scope="session")

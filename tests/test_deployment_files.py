@@ -35,7 +35,9 @@ def _command_exists(argv: list[str]) -> None:
 def test_compose_services_and_their_commands():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"postgres", "redis", "web", "worker", "beat", "flower", "sandbox"} <= set(services)
+    assert {"postgres", "redis", "migrate", "web", "worker", "beat", "flower"} <= set(services)
+    # The sandbox is development only (docker-compose.dev.yml; tests/deployment/test_compose.py).
+    assert "sandbox" not in services
     for _name, service in services.items():
         if "command" in service and "image" in service and service["image"] == "spartan-market":
             _command_exists(service["command"])
@@ -56,9 +58,44 @@ def test_procfile_processes():
     assert set(entries) == {"web", "worker", "beat", "flower", "sandbox"}
     for command in entries.values():
         _command_exists(shlex.split(command))
-    assert "-s var/" in entries["beat"]
+    assert "-s ${BEAT_SCHEDULE_FILE:-" in entries["beat"]
     assert "--basic-auth" in entries["flower"]
-    assert re.search(r"--bind 127\.0\.0\.1:\$\{PORT:-8000\}", entries["web"])
+    assert re.search(r"--bind \$\{WEB_HOST:-0\.0\.0\.0\}:\$\{PORT:-8000\}", entries["web"])
+
+
+@pytest.mark.parametrize(
+    ("env", "bind"),
+    [
+        ({"PORT": "5123"}, "0.0.0.0:5123"),  # a PaaS: every interface, its $PORT
+        ({}, "0.0.0.0:8000"),
+        ({"WEB_HOST": "127.0.0.1"}, "127.0.0.1:8000"),  # `make run` (dev.env): loopback
+    ],
+)
+def test_procfile_web_binds_every_interface_unless_told(env, bind):
+    entries = dict(
+        line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line.strip()
+    )
+    script = entries["web"].strip().replace("gunicorn ", "printf '%s\\n' ", 1)
+    ran = subprocess.run(
+        ["sh", "-c", script],
+        env={"PATH": os.environ["PATH"], **env},
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    argv = ran.stdout.splitlines()
+    assert argv[argv.index("--bind") + 1] == bind
+
+
+def test_make_run_keeps_the_web_process_on_loopback():
+    dev = dict(
+        line.split("=", 1)
+        for line in (ROOT / "dev.env").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert dev["WEB_HOST"] == "127.0.0.1"
+    assert "PYTHONPATH" not in dev
+    assert "-e dev.env" in (ROOT / "Makefile").read_text()
 
 
 def test_makefile_targets():

@@ -9,8 +9,8 @@ from flask_smorest import Api
 from market.cache import Cache
 from market.config import Settings, load_settings
 from market.db import make_engine, make_sessionmaker
-from market.identity import FirebaseVerifier
-from webapp import db, errors
+from market.identity.tokens import FirebaseVerifier
+from webapp import db, edge, errors
 from webapp.api import BLUEPRINTS
 from webapp.openapi import WireFormatPlugin
 
@@ -19,6 +19,9 @@ class ProblemApi(Api):
     """flask-smorest's Api whose own errors (404, 405, 422…) are problem+json too."""
 
     ERROR_SCHEMA = errors.ProblemSchema
+    # No catch-all `default` answer: every operation lists the statuses it can give
+    # (webapp/openapi.py), so a client or a checker knows any other is a defect.
+    DEFAULT_ERROR_RESPONSE_NAME = None
 
     def handle_http_exception(self, error):  # type: ignore[override]
         return errors.handle_http_exception(error)
@@ -26,7 +29,7 @@ class ProblemApi(Api):
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
-    # No static folder: the API serves no static files (the docs UI comes from a CDN).
+    # No static folder: the only static files are Swagger UI's (webapp/edge.py).
     app = Flask(__name__, static_folder=None)
     app.config.update(
         API_TITLE="Spartan Market API",
@@ -35,7 +38,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         OPENAPI_URL_PREFIX="/api",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
+        OPENAPI_SWAGGER_UI_URL=edge.SWAGGER_UI_URL,
         API_SPEC_OPTIONS={
             "components": {
                 "securitySchemes": {
@@ -58,13 +61,18 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["spartan.cache"] = Cache(app.extensions["spartan.redis"], settings.key_prefix)
 
     db.init_app(app)
-    api = ProblemApi(app, spec_kwargs={"extra_plugins": [WireFormatPlugin()]})
+    from webapp.limits import EXEMPT_PATHS
+
+    api = ProblemApi(app, spec_kwargs={"extra_plugins": [WireFormatPlugin(EXEMPT_PATHS)]})
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
     errors.register(app)
     # Operations: observability first (its hooks time and id everything after), then limits.
     from webapp import limits, observability
+    from webapp.api.health import init_app as init_health
 
     observability.init_app(app)
+    edge.init_app(app)  # proxies, CORS, Swagger UI assets
     limits.init_app(app)
+    init_health(app)
     return app

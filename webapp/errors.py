@@ -19,6 +19,17 @@ TYPE_BASE = "https://spartan.market/problems/"
 # Retry-After of a 503 while the database is unreachable: about a restart or a failover, so a
 # client (MercadoPago included: any answer but 200/201 makes it retry) comes back soon.
 DATABASE_RETRY_AFTER_S = 5
+# Retry-After of any other 503 (a dependency or the payment provider is unavailable).
+UNAVAILABLE_RETRY_AFTER_S = 5
+# RFC 9110 15.5.2: every 401 carries a challenge. The API's scheme is a Firebase ID token.
+BEARER_CHALLENGE = 'Bearer realm="spartan"'
+# Headers a status cannot go without (RFC 9110, RFC 6585), with the value used when the code
+# that raised the error set none: 401 a challenge, 429 and 503 when to come back.
+REQUIRED_HEADERS: dict[int, tuple[str, str]] = {
+    401: ("WWW-Authenticate", BEARER_CHALLENGE),
+    429: ("Retry-After", "60"),
+    503: ("Retry-After", str(UNAVAILABLE_RETRY_AFTER_S)),
+}
 
 
 class ProblemSchema(ma.Schema):
@@ -57,7 +68,19 @@ def problem(
     response = Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON)
     for name, value in (headers or {}).items():
         response.headers[name] = value
+    required = REQUIRED_HEADERS.get(status)
+    if required is not None and required[0] not in response.headers:
+        response.headers[required[0]] = required[1]
     return response
+
+
+def _own_headers(error: HTTPException) -> dict[str, str]:
+    """The headers werkzeug gives the error (405's Allow, 416's Content-Range…), not its
+    HTML Content-Type, plus those flask-smorest's `abort(headers=…)` put in its data."""
+    headers = {name: value for name, value in error.get_headers() if name.lower() != "content-type"}
+    data = getattr(error, "data", None) or {}
+    headers.update(data.get("headers") or {})
+    return headers
 
 
 def _slug(name: str) -> str:
@@ -68,7 +91,7 @@ def handle_http_exception(error: HTTPException) -> Response:
     """flask-smorest's and werkzeug's HTTP errors (404, 405, 422 from webargs, 500…)."""
     status = error.code or 500
     data = getattr(error, "data", None) or {}
-    headers = dict(data.get("headers") or {})
+    headers = _own_headers(error)
     if status >= 500:
         # Never leak internals: the generic text only.
         return problem(status, slug=_slug(error.name), title=error.name, headers=headers)
@@ -88,7 +111,12 @@ def handle_http_exception(error: HTTPException) -> Response:
 
 def handle_market_error(error: MarketError) -> Response:
     return problem(
-        error.status, slug=error.slug, title=error.title, detail=error.detail, **error.extra
+        error.status,
+        slug=error.slug,
+        title=error.title,
+        detail=error.detail,
+        headers=error.headers,
+        **error.extra,
     )
 
 

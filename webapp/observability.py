@@ -12,18 +12,17 @@ import re
 import time
 import uuid
 
-import redis
 from flask import Flask, Response, g, request
 
 from market import logging as log_context
-from market import metrics
+from market.ops import metrics
 
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{8,128}$")
-# After a Redis error the recorder stays quiet this long: a dead Redis costs nothing per request.
-_RETRY_AFTER_S = 1.0
+# Probes are not traffic, and liveness must touch nothing (Redis included): never recorded there.
+UNRECORDED_PATHS = frozenset({"/api/v1/advanced/health/live", "/api/v1/advanced/health/ready"})
 
 
 def route_of() -> str:
@@ -38,29 +37,13 @@ def caller_id() -> str | None:
     return str(user_id) if user_id is not None else None
 
 
-class _Recorder:
-    def __init__(self, recorder: metrics.RequestMetrics) -> None:
-        self.metrics = recorder
-        self.quiet_until = 0.0
-
-    def record(self, **fields: object) -> None:
-        if time.monotonic() < self.quiet_until:
-            return
-        try:
-            self.metrics.record(**fields)  # type: ignore[arg-type]
-        except redis.RedisError as exc:
-            self.quiet_until = time.monotonic() + _RETRY_AFTER_S
-            log.warning("request metrics not recorded (Redis unavailable): %s", exc)
-
-
 def init_app(app: Flask) -> None:
     """Register the hooks; call before any other before_request hook (they are timed too)."""
     settings = app.extensions["spartan.settings"]
     log_context.configure(level=settings.log_level, json_lines=settings.log_json)
-    recorder = _Recorder(
-        metrics.RequestMetrics(app.extensions["spartan.redis"], settings.key_prefix)
-    )
-    app.extensions["spartan.request_metrics"] = recorder.metrics
+    # Counted in memory, flushed to Redis in the background: no round trip per request.
+    recorder = metrics.RequestMetrics(app.extensions["spartan.redis"], settings.key_prefix)
+    app.extensions["spartan.request_metrics"] = recorder
 
     @app.before_request
     def _start() -> None:
@@ -77,16 +60,14 @@ def init_app(app: Flask) -> None:
         response.headers[REQUEST_ID_HEADER] = g.request_id
         duration_ms = (time.perf_counter() - started) * 1000
         route, status, user_id = route_of(), response.status_code, caller_id()
-        metrics.observe_request(
-            method=request.method, route=route, status=status, duration_ms=duration_ms
-        )
-        recorder.record(
-            method=request.method,
-            route=route,
-            status=status,
-            duration_ms=duration_ms,
-            user_id=user_id,
-        )
+        if request.path not in UNRECORDED_PATHS:
+            recorder.record(
+                method=request.method,
+                route=route,
+                status=status,
+                duration_ms=duration_ms,
+                user_id=user_id,
+            )
         log.log(
             logging.ERROR if status >= 500 else logging.INFO,
             "%s %s %d",
@@ -98,6 +79,8 @@ def init_app(app: Flask) -> None:
                 "status": status,
                 "duration_ms": round(duration_ms, 2),
                 "user_id": user_id,
+                # The client's address: behind TRUSTED_PROXIES, ProxyFix's (webapp/edge.py).
+                "client_addr": request.remote_addr,
             },
         )
         return response

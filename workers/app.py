@@ -11,11 +11,20 @@ from market.config import Settings
 from workers import runtime
 
 QUEUES = ("payments", "media", "notifications", "maintenance")
+# By name: the workflow-side task modules (they start workflows, so workers may not import
+# them) are included here without an import.
 TASK_MODULES = (
     "workers.payments",
     "workers.media",
     "workers.notifications",
-    "workers.maintenance",
+    "workers.maintenance.jobs",
+    "workers.maintenance.alerts",
+    "workers.maintenance.purges",
+    "workers.maintenance.analytics",
+    "workers.maintenance.ledger",
+    "workers.maintenance.media",
+    "workflows.payment_events",
+    "workflows.sweeps",
 )
 
 
@@ -99,7 +108,10 @@ def config_for(s: Settings) -> dict[str, Any]:
         "task_soft_time_limit": 240,
         "worker_prefetch_multiplier": 1,
         "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        # No task-sent event: it would be a second publish (to the event exchange) on every
+        # send, the webhook's included. Flower builds its task list from the worker's events
+        # (received, started, succeeded…); only the "sent" timestamp stays empty.
+        "task_send_sent_event": False,
         "result_expires": 24 * 3600,
         "beat_schedule": SCHEDULE,
         "worker_hijack_root_logger": False,
@@ -110,7 +122,9 @@ def _config() -> dict[str, Any]:
     return config_for(runtime.settings())
 
 
-app = Celery("spartan", include=list(TASK_MODULES))
+# No fix-ups: Celery's only built-in one is Django's (not used here), and importing it loads
+# the worker's whole machinery (celery.worker) into every process that only sends tasks.
+app = Celery("spartan", include=list(TASK_MODULES), fixups=[])
 app.add_defaults(_config)
 
 from workers import observability  # noqa: E402, F401  (signal handlers: log context of tasks)

@@ -6,7 +6,7 @@ import logging
 import uuid
 from typing import Any
 
-from market import avatars
+from market.media import avatars
 from workers import runtime
 from workers.app import app
 from workers.base import TRANSIENT_ERRORS, StepTask

@@ -8,8 +8,9 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from market import delivery, notifications, webhook_sending, webhooks
+from market import notifications
 from market.models.base import utcnow
+from market.outbound import endpoints, sending, transport
 from workers import runtime
 from workers.app import app
 from workers.base import StepTask
@@ -33,7 +34,7 @@ def dispatch_pending(*, batch_size: int = 500) -> dict[str, int]:
     while True:
         with runtime.transaction() as session:
             batch = notifications.claim_undispatched(session, limit=batch_size)
-            delivery_ids = webhooks.fan_out(session, batch)
+            delivery_ids = endpoints.fan_out(session, batch)
             now = utcnow()
             for notification in batch:
                 notification.dispatched_at = now
@@ -66,10 +67,10 @@ def retry_deliveries() -> dict[str, int]:
 def _send_due(ids: list[uuid.UUID] | None, *, budget_s: float) -> dict[str, int]:
     """Claim due deliveries a batch at a time, send them outside any transaction, record."""
     s = runtime.settings()
-    policy = webhook_sending.Policy.from_settings(s)
+    policy = sending.Policy.from_settings(s)
     concurrency = max(1, s.webhook_send_concurrency)
     batch_size = concurrency * 4
-    lease = webhook_sending.lease_for(
+    lease = sending.lease_for(
         batch_size, concurrency=concurrency, total_timeout_s=s.webhook_total_timeout_s
     )
     counts = {"attempted": 0, "succeeded": 0, "failed": 0, "endpoints_disabled": 0}
@@ -84,14 +85,12 @@ def _send_due(ids: list[uuid.UUID] | None, *, budget_s: float) -> dict[str, int]
             if ids is not None and chunk is None:
                 break
             with runtime.transaction() as session:
-                claims = webhook_sending.claim_due(
-                    session, limit=batch_size, lease=lease, ids=chunk
-                )
+                claims = sending.claim_due(session, limit=batch_size, lease=lease, ids=chunk)
             if not claims and chunk is None:
                 break
             results = list(pool.map(_attempt, claims))
             with runtime.transaction() as session:
-                disabled = webhook_sending.record_outcomes(session, results, policy=policy)
+                disabled = sending.record_outcomes(session, results, policy=policy)
             if disabled:
                 # The owners' "endpoint disabled" notifications go out like any other.
                 dispatch_pending.delay()
@@ -103,12 +102,12 @@ def _send_due(ids: list[uuid.UUID] | None, *, budget_s: float) -> dict[str, int]
 
 
 def _attempt(
-    claim: webhook_sending.Claim,
-) -> tuple[webhook_sending.Claim, delivery.DeliveryOutcome]:
+    claim: sending.Claim,
+) -> tuple[sending.Claim, transport.DeliveryOutcome]:
     """One signed POST; the timestamp is the attempt's own, as receivers check its age."""
     s = runtime.settings()
     try:
-        outcome = delivery.deliver(
+        outcome = transport.deliver(
             claim.url,
             secret=claim.secret,
             msg_id=str(claim.delivery_id),
@@ -120,7 +119,7 @@ def _attempt(
         )
     except Exception as exc:  # a bug must not lose the other results of the batch
         log.exception("webhook delivery %s crashed", claim.delivery_id)
-        outcome = delivery.DeliveryOutcome(
+        outcome = transport.DeliveryOutcome(
             None, 0, f"internal error: {type(exc).__name__}", True, None, ""
         )
     return claim, outcome

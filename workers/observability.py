@@ -8,16 +8,28 @@ so the lines of one purchase carry one request id from the HTTP request to the l
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
-from celery.signals import before_task_publish, setup_logging, task_postrun, task_prerun
+import redis
+from celery.signals import (
+    beat_init,
+    before_task_publish,
+    heartbeat_sent,
+    setup_logging,
+    task_postrun,
+    task_prerun,
+)
+from kombu.exceptions import OperationalError
 
 from market import logging as log_context
-from market.health import SENT_AT_HEADER
+from market.ops import health
+from market.ops.health import SENT_AT_HEADER
 from workers import runtime
 
 REQUEST_ID_HEADER = "spartan_request_id"
+log = logging.getLogger(__name__)
 
 _tokens: dict[str, Any] = {}
 
@@ -61,3 +73,29 @@ def _unbind_task(task_id: str | None = None, **_: Any) -> None:
         log_context.reset(token)
     except ValueError:  # bound in another context: start the next task clean
         log_context.clear()
+
+
+@heartbeat_sent.connect
+def _record_heartbeat(sender: Any = None, **_: Any) -> None:
+    """Each Celery heartbeat (every 2 s) also lands in Redis, so /metrics can show which
+    workers are alive without broadcasting a ping at every scrape (a killed worker stops)."""
+    try:
+        worker = sender.eventer.hostname
+        health.record_worker_heartbeat(
+            runtime.redis_client(), runtime.settings().key_prefix, worker
+        )
+    except (redis.RedisError, AttributeError) as exc:  # never break the heartbeat itself
+        log.debug("worker heartbeat not recorded: %s", exc)
+
+
+@beat_init.connect
+def _first_beat_heartbeat(sender: Any = None, **_: Any) -> None:
+    """A (re)started beat sends its heartbeat at once, as its schedule entry says to, rather
+    than one interval later: health stops reporting beat as down as soon as it is back."""
+    from beat_schedule import SCHEDULE
+
+    entry = SCHEDULE["beat-heartbeat"]
+    try:
+        sender.app.send_task(entry["task"], **entry["options"])
+    except OperationalError as exc:  # the broker is not up yet: the schedule sends it next
+        log.warning("first beat heartbeat not sent: %s", exc)

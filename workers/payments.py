@@ -3,7 +3,8 @@
 Every task is idempotent: state lives in the database (unique references, states that only
 move forward, row locks), so a redelivered or repeated message changes nothing more.
 Transient provider errors are retried by StepTask with backoff and a bound; any other
-provider error fails the job once, with MercadoPago's message.
+provider error fails the job once, with MercadoPago's message. The order of the steps is
+workflows/settlement.py's.
 """
 
 from __future__ import annotations
@@ -12,16 +13,22 @@ import logging
 import uuid
 from typing import Any
 
-from market import purchases, refunds, settlement
+from market import jobs
 from market.errors import ProviderError, ProviderTransientError
-from market.mercadopago import MercadoPagoGateway
-from market.models import MercadoPagoNotification
-from market.models.base import utcnow
+from market.jobs import StepSpec
+from market.payments import purchases, refunds, settlement
+from market.payments.mercadopago import events
+from market.payments.mercadopago.client import MercadoPagoGateway
+from market.payments.outcome import Outcome
 from workers import runtime
 from workers.app import app
-from workers.base import StepTask
+from workers.base import StepTask, hold_step, skip_if_done, step_transaction
 
 log = logging.getLogger(__name__)
+
+# What recording MercadoPago's answer did, as the job's result says it.
+REFUND_STATUS = {"refunded": "succeeded", "refund_in_process": "in_process"}
+REFUND_TASK = "payments.refund_payment"
 
 
 def gateway() -> MercadoPagoGateway:
@@ -53,32 +60,18 @@ def create_preference(*, purchase_id: str) -> dict[str, Any]:
         return purchases.checkout(purchase, settings)
 
 
-def fetch(payment_id: int) -> dict[str, Any]:
-    """Ask MercadoPago for the payment and record its answer."""
-    payment = gateway().get_payment(payment_id)
-    with runtime.transaction() as session:
-        settlement.record_payment(session, payment)
-    return payment
-
-
-def apply(payment_id: int, notification_id: str | None = None) -> settlement.Outcome:
-    """Apply the recorded payment; mark the inbox row processed in the same transaction."""
-    with runtime.transaction() as session:
-        outcome = settlement.apply_payment(session, payment_id=payment_id)
-        if notification_id:
-            row = session.get(MercadoPagoNotification, uuid.UUID(notification_id))
-            if row is not None and row.processed_at is None:
-                row.processed_at = utcnow()
-    if outcome.balance_changed:
-        invalidate_balance(outcome.user_id)
-    return outcome
-
-
 def execute_refund(
     *, refund_id: uuid.UUID | None = None, payment_id: int | None = None
 ) -> dict[str, Any]:
-    """Ask MercadoPago for a requested refund and record the answer (idempotent)."""
+    """Ask MercadoPago for a requested refund and record its answer (idempotent).
+
+    The refund is read before the provider call in a transaction that writes nothing, unless
+    the step is the first of its job to move money (an admin refund): then it is marked
+    running there, so the job cannot be cancelled once MercadoPago may have been asked.
+    Its answer is recorded with the step, in one transaction.
+    """
     with runtime.transaction() as session:
+        hold_step(session)
         found = refunds.refund_to_execute(session, refund_id=refund_id, payment_id=payment_id)
         if found is None:
             return {"refund": None}
@@ -93,42 +86,91 @@ def execute_refund(
             status = gateway().get_payment(pid).get("status")
         except ProviderError:
             status = None
-        if status == "refunded":
-            # Refunded meanwhile (e.g. from MercadoPago's panel): the refund is done.
-            answer = {}
-        else:
-            with runtime.transaction() as session:
+        if status != "refunded":
+            with step_transaction() as work:
                 outcome = refunds.fail_refund(
-                    session, refund_id=rid, error=str(exc.detail), payment_status=status
+                    work.session, refund_id=rid, error=str(exc.detail), payment_status=status
                 )
-            if outcome.balance_changed:
-                invalidate_balance(outcome.user_id)
-            if outcome.effect == "reversed_at_provider":
-                return {"refund": str(rid), "refund_status": status}
+                work.record = outcome.effect == "reversed_at_provider"
+                work.result = {"refund": str(rid), "refund_status": status}
+            invalidate(outcome)
+            if work.record:
+                return work.result
             raise
-    with runtime.transaction() as session:
-        refunds.complete_refund(
-            session,
+        # Refunded meanwhile (e.g. from MercadoPago's panel): the refund is done.
+        answer = {"status": "approved"}
+    with step_transaction() as work:
+        outcome = refunds.record_answer(
+            work.session,
             refund_id=rid,
             provider_refund_id=str(answer["id"]) if answer.get("id") else None,
+            status=answer.get("status"),
         )
-    return {"refund": str(rid), "refund_status": "succeeded"}
+        work.record = outcome.effect != "refund_failed"
+        if work.record:
+            work.result = {"refund": str(rid), "refund_status": REFUND_STATUS[outcome.effect]}
+    invalidate(outcome)
+    if not work.record:
+        raise ProviderError(f"MercadoPago refused refund {rid} ({answer.get('status')})")
+    return work.result or {}
 
 
-@app.task(base=StepTask, name="payments.fetch_payment")
-def fetch_payment(*, payment_id: str, notification_id: str | None = None) -> dict[str, Any]:
-    """Record MercadoPago's answer for the payment (safe to repeat: the newest answer wins)."""
-    payment = fetch(int(payment_id))
-    return {"payment_id": str(payment["id"]), "payment_status": payment.get("status")}
+def invalidate(outcome: Outcome) -> None:
+    if outcome.balance_changed:
+        invalidate_balance(outcome.user_id)
 
 
-@app.task(base=StepTask, name="payments.apply_payment")
-def apply_payment(*, payment_id: str, notification_id: str | None = None) -> dict[str, Any]:
-    """Credit, fail or reverse the purchase as the recorded payment says (once)."""
-    return apply(int(payment_id), notification_id).as_result()
+# The settlement steps: each commits once, its step recorded with its work (workers/base.py
+# `step_transaction`); nothing reads their Celery results (the job row is the record).
+@app.task(base=StepTask, name="payments.fetch_payment", one_commit=True, ignore_result=True)
+def fetch_payment(
+    *,
+    payment_id: str,
+    event_id: str | None = None,
+    notification_id: str | None = None,
+) -> dict[str, Any]:
+    """Record MercadoPago's answer for the payment (safe to repeat: the newest answer wins),
+    and give the job to the purchase's buyer once the payment names the purchase.
+
+    `notification_id` is `event_id`'s name in messages sent before the rename.
+    """
+    skip_if_done()
+    payment = gateway().get_payment(int(payment_id))
+    with step_transaction() as work:
+        settlement.record_payment(work.session, payment)
+        purchase = settlement.purchase_of_payment(work.session, int(payment_id))
+        if purchase is not None and work.job is not None:
+            jobs.adopt(work.job, purchase.user_id)
+        work.result = {"payment_id": str(payment["id"]), "payment_status": payment.get("status")}
+    return work.result
 
 
-@app.task(base=StepTask, name="payments.refund_payment")
+def refund_step(refund_id: uuid.UUID) -> StepSpec:
+    """The step a settlement gets when applying its payment asks for a refund."""
+    return StepSpec(REFUND_TASK, {"refund_id": str(refund_id)}, moves_money=True)
+
+
+@app.task(base=StepTask, name="payments.apply_payment", one_commit=True, ignore_result=True)
+def apply_payment(
+    *, payment_id: str, event_id: str | None = None, notification_id: str | None = None
+) -> dict[str, Any]:
+    """Credit, fail or reverse the purchase as the recorded payment says (once); mark the
+    payment event that asked for it processed in the same transaction. A refund due (of a
+    payment the purchase cannot take, or one requested earlier and not executed yet) becomes
+    the job's next step, added in this same transaction."""
+    event = event_id or notification_id
+    with step_transaction() as work:
+        outcome = settlement.apply_payment(work.session, payment_id=int(payment_id))
+        if event:
+            events.mark_processed(work.session, event_id=uuid.UUID(event))
+        if outcome.refund_id is not None:
+            work.add_step(refund_step(outcome.refund_id))
+        work.result = outcome.as_result()
+    invalidate(outcome)
+    return work.result
+
+
+@app.task(base=StepTask, name=REFUND_TASK, one_commit=True, ignore_result=True)
 def refund_payment(
     *, refund_id: str | None = None, payment_id: str | None = None
 ) -> dict[str, Any]:
@@ -137,19 +179,3 @@ def refund_payment(
         refund_id=uuid.UUID(refund_id) if refund_id else None,
         payment_id=int(payment_id) if payment_id else None,
     )
-
-
-def settle(payment: dict[str, Any]) -> settlement.Outcome:
-    """Record a payment already fetched (e.g. by a search), apply it, run its refund.
-
-    For maintenance tasks, which cannot start workflows; the same steps as settlement.
-    """
-    with runtime.transaction() as session:
-        settlement.record_payment(session, payment)
-    outcome = apply(int(payment["id"]))
-    if outcome.refund_id is not None:
-        try:
-            execute_refund(refund_id=outcome.refund_id)
-        except ProviderError as exc:
-            log.warning("refund of payment %s failed: %s", payment["id"], exc)
-    return outcome

@@ -41,6 +41,16 @@ def transaction() -> Iterator[Session]:
         yield session
 
 
+@contextmanager
+def autocommit_session() -> Iterator[Session]:
+    """A session outside any transaction, for a read before a provider call: each statement
+    is one round trip, with no BEGIN or COMMIT (it must not write)."""
+    engine = session_factory().kw["bind"]
+    connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    with connection, Session(bind=connection) as session:
+        yield session
+
+
 _redis: dict[int, redis.Redis] = {}
 
 

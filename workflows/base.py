@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from sqlalchemy.orm import Session
 
 from market.db import after_commit
-from market.jobs import StepSpec, cancel_job, create_job
+from market.job_plans import PlannedJob
+from market.jobs import StepSpec, cancel_job, create_job, touch_job
 from market.models import Job
-from workers.dispatch import revoke, send_job
+from workers.dispatch import revoke, send_job, send_planned
 
 
 def start(
@@ -25,6 +26,18 @@ def start(
     job = create_job(session, kind=kind, owner_id=owner_id, steps=steps, subject=subject)
     after_commit(session, lambda: send_job(job))
     return job
+
+
+def send(job: PlannedJob) -> None:
+    """Send a planned job's chain; the caller has committed its rows (one broker publish)."""
+    send_planned(job)
+
+
+def resume(session: Session, job: Job) -> None:
+    """Send the job's unfinished steps again once the caller commits (their message was
+    lost). Safe: every step is idempotent, and a finished job's steps do nothing."""
+    touch_job(session, job.id)
+    after_commit(session, lambda: send_job(job))
 
 
 def cancel(session: Session, job: Job) -> None:

@@ -1,6 +1,7 @@
-"""The admin refund workflow: refund_payment at MercadoPago → notify.
+"""The admin refund workflow: refund_payment at MercadoPago (which, once MercadoPago has
+refunded, records the buyer's notification and sends its dispatch after its commit).
 
-The credits were already taken back when the refund was asked for (market/purchases.py
+The credits were already taken back when the refund was asked for (market/payments/purchases.py
 `request_refund`), so a refund that would overdraw is refused before MercadoPago is called.
 """
 
@@ -27,7 +28,6 @@ def start_refund(
         owner_id=owner_id,
         subject=f"purchase:{purchase_id}",
         steps=[
-            StepSpec("payments.refund_payment", {"refund_id": str(refund_id)}, moves_money=True),
-            StepSpec("notifications.dispatch_pending", {}),
+            StepSpec("payments.refund_payment", {"refund_id": str(refund_id)}, moves_money=True)
         ],
     )

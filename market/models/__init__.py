@@ -5,22 +5,36 @@ from market.models.credits import (
     CreditPackage,
     IdempotencyKey,
     LedgerAccount,
+    LedgerAccountTotal,
     LedgerEntry,
     LedgerTransaction,
-    MercadoPagoNotification,
-    MercadoPagoPayment,
-    PaymentRefund,
     Purchase,
 )
 from market.models.jobs import Job, JobStep
 from market.models.media import MediaFile
 from market.models.notifications import Notification
-from market.models.operations import AlertState, DailyAnalytics, DailyUserAnalytics
+from market.models.operations import (
+    AlertState,
+    AlertThreshold,
+    AlertThresholdChange,
+    DailyAnalytics,
+    DailyUserAnalytics,
+    RowCount,
+)
+from market.models.payments import (
+    MercadoPagoPayment,
+    PaymentEvent,
+    PaymentRefund,
+    PurchaseTransition,
+    SyncCursor,
+)
 from market.models.users import PrivacySettings, Profile, User
 from market.models.webhooks import WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint
 
 __all__ = [
     "AlertState",
+    "AlertThreshold",
+    "AlertThresholdChange",
     "Base",
     "CreditPackage",
     "DailyAnalytics",
@@ -29,16 +43,20 @@ __all__ = [
     "Job",
     "JobStep",
     "LedgerAccount",
+    "LedgerAccountTotal",
     "LedgerEntry",
     "LedgerTransaction",
     "MediaFile",
-    "MercadoPagoNotification",
     "MercadoPagoPayment",
     "Notification",
+    "PaymentEvent",
     "PaymentRefund",
     "PrivacySettings",
     "Profile",
     "Purchase",
+    "PurchaseTransition",
+    "RowCount",
+    "SyncCursor",
     "User",
     "WebhookDelivery",
     "WebhookDeliveryAttempt",

@@ -1,5 +1,5 @@
-"""Credits: packages, purchases, the double-entry ledger, MercadoPago's inbox and payments,
-refunds, and the idempotency keys of money-moving requests.
+"""Credits: packages, purchases, the double-entry ledger and the idempotency keys of
+money-moving requests (MercadoPago's payments, refunds and payment events: payments.py).
 
 The database enforces what money depends on (migration 0003): unique business references,
 user wallets never below zero (a CHECK on a balance kept by a trigger on every entry),
@@ -44,8 +44,8 @@ PURCHASE_STATES = (
     "expired",
     "refunded",
     "charged_back",
+    "partially_refunded",
 )
-REFUND_STATES = ("requested", "succeeded", "failed")
 ACCOUNT_KINDS = ("user", "system")
 TRANSACTION_KINDS = ("sale", "spend", "refund", "chargeback", "refund_void")
 
@@ -69,7 +69,7 @@ class CreditPackage(Base):
 
 
 class Purchase(Timestamps, Base):
-    """One checkout of one package. States only move forward (market/purchases.py)."""
+    """One checkout of one package. Its states: market/payments/states.py."""
 
     __tablename__ = "purchases"
 
@@ -81,7 +81,7 @@ class Purchase(Timestamps, Base):
     currency: Mapped[str] = mapped_column(String(3))
     # Ours, sent to MercadoPago; also the preference's idempotency key (<= 64 chars).
     external_reference: Mapped[str] = mapped_column(String(64), unique=True)
-    status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
+    status: Mapped[str] = mapped_column(String(32), default="pending", server_default="pending")
     status_detail: Mapped[str | None] = mapped_column(String(64))
     preference_id: Mapped[str | None] = mapped_column(String(128))
     init_point: Mapped[str | None] = mapped_column(Text)
@@ -89,6 +89,8 @@ class Purchase(Timestamps, Base):
     # The payment that was credited: at most one per purchase, and one purchase per payment.
     payment_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
     credit_transaction_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # Credits taken back by partial refunds made at MercadoPago (all of them once refunded).
+    refunded_credits: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Credits a chargeback or provider-side refund could not take back (already spent).
     unrecovered_credits: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -99,53 +101,11 @@ class Purchase(Timestamps, Base):
     __table_args__ = (
         CheckConstraint(f"status IN {PURCHASE_STATES!r}", name="status"),
         CheckConstraint("credits > 0 AND amount > 0", name="positive"),
-        Index("ix_purchases_user_created", "user_id", "created_at"),
+        Index("ix_purchases_user_created_id", "user_id", "created_at", "id"),
+        Index("ix_purchases_approved_at", "approved_at"),
+        Index("ix_purchases_reversed_at", "reversed_at"),
+        Index("ix_purchases_status_settled", "status", "settled_at"),
         Index("ix_purchases_pending_expiry", "expires_at", postgresql_where="status = 'pending'"),
-    )
-
-
-class MercadoPagoPayment(Base):
-    """The latest payment MercadoPago answered (GET or search): the provider's word."""
-
-    __tablename__ = "mercadopago_payments"
-
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    external_reference: Mapped[str | None] = mapped_column(String(64), index=True)
-    status: Mapped[str] = mapped_column(String(32))
-    status_detail: Mapped[str | None] = mapped_column(String(64))
-    amount: Mapped[Decimal | None] = mapped_column(Money)
-    currency: Mapped[str | None] = mapped_column(String(3))
-    date_last_updated: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    data: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
-    fetched_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, server_default=func.now()
-    )
-    # The status whose effect apply_payment has committed (None: not applied yet).
-    applied_status: Mapped[str | None] = mapped_column(String(32))
-    applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-
-
-class PaymentRefund(Timestamps, Base):
-    """A refund we ask MercadoPago for: one per payment (admin or automatic)."""
-
-    __tablename__ = "payment_refunds"
-
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
-    purchase_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("purchases.id"))
-    payment_id: Mapped[int] = mapped_column(BigInteger, unique=True)
-    # admin | purchase_expired | purchase_cancelled | already_paid | amount_mismatch
-    reason: Mapped[str] = mapped_column(String(32))
-    status: Mapped[str] = mapped_column(String(16), default="requested")
-    amount: Mapped[Decimal | None] = mapped_column(Money)
-    # Credits taken from the wallet when the refund was asked (admin refunds only).
-    credits: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    requested_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("users.id"))
-    provider_refund_id: Mapped[str | None] = mapped_column(String(64))
-    error: Mapped[str | None] = mapped_column(Text)
-
-    __table_args__ = (
-        CheckConstraint(f"status IN {REFUND_STATES!r}", name="status"),
-        Index("ix_payment_refunds_purchase", "purchase_id"),
     )
 
 
@@ -171,6 +131,18 @@ class LedgerAccount(Base):
     )
 
 
+class LedgerAccountTotal(Base):
+    """Part of a system account's balance: the trigger on ledger_entries adds each posting to
+    its backend's own slot (no hot row); the balance is the sum of the slots. Slot 0 holds
+    the slots folded by `ledger.fold_totals` (migration 0012)."""
+
+    __tablename__ = "ledger_account_totals"
+
+    account_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)
+    total: Mapped[int] = mapped_column(BigInteger)
+
+
 class LedgerTransaction(Base):
     """A set of entries summing to zero, posted once per business `reference`."""
 
@@ -190,7 +162,9 @@ class LedgerTransaction(Base):
 
     __table_args__ = (
         CheckConstraint(f"kind IN {TRANSACTION_KINDS!r}", name="kind"),
-        Index("ix_ledger_transactions_user_created", "user_id", "created_at"),
+        Index("ix_ledger_transactions_user_created_id", "user_id", "created_at", "id"),
+        Index("ix_ledger_transactions_created", "created_at"),
+        Index("ix_ledger_transactions_purchase", "purchase_id"),
     )
 
 
@@ -212,40 +186,6 @@ class LedgerEntry(Base):
     __table_args__ = (
         CheckConstraint("amount <> 0", name="amount_non_zero"),
         Index("ix_ledger_entries_account", "account_id", "id"),
-    )
-
-
-class MercadoPagoNotification(Base):
-    """The webhook inbox. Redeliveries of one notification collapse onto one row."""
-
-    __tablename__ = "mercadopago_notifications"
-
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
-    # "n:<notification id>" (MercadoPago's id, the same in every redelivery and copy);
-    # a later payment.updated of the same payment carries a new id, so it is processed.
-    dedupe_key: Mapped[str] = mapped_column(String(200), unique=True)
-    notification_id: Mapped[int | None] = mapped_column(BigInteger)
-    type: Mapped[str] = mapped_column(String(64))
-    action: Mapped[str | None] = mapped_column(String(64))
-    data_id: Mapped[str] = mapped_column(String(64))
-    request_id: Mapped[str | None] = mapped_column(String(128))
-    body: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
-    received_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, server_default=func.now()
-    )
-    job_id: Mapped[uuid.UUID | None] = mapped_column(
-        Uuid, ForeignKey("jobs.id", ondelete="SET NULL")
-    )
-    attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
-    requeued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-
-    __table_args__ = (
-        Index(
-            "ix_mercadopago_notifications_unprocessed",
-            "received_at",
-            postgresql_where="processed_at IS NULL",
-        ),
     )
 
 

@@ -39,7 +39,11 @@ class Job(Timestamps, Base):
     # What the job works on, e.g. "purchase:<id>": lets a step find its job and operators search.
     subject: Mapped[str | None] = mapped_column(String(200))
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # What users see of a failure: a stable code and a short safe message; the details
+    # (exception text, provider answers) are for logs and admins only.
     error: Mapped[str | None] = mapped_column(Text)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_detail: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -52,6 +56,8 @@ class Job(Timestamps, Base):
         Index("ix_jobs_owner_state", "owner_id", "state"),
         Index("ix_jobs_state_created", "state", "created_at"),
         Index("ix_jobs_subject", "subject"),
+        Index("ix_jobs_created", "created_at"),
+        Index("ix_jobs_finished", "finished_at"),
     )
 
 
@@ -74,6 +80,8 @@ class JobStep(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     error: Mapped[str | None] = mapped_column(Text)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_detail: Mapped[str | None] = mapped_column(Text)
 
     job: Mapped[Job] = relationship(back_populates="steps")
 

@@ -58,6 +58,7 @@ class MediaFile(Timestamps, Base):
     __table_args__ = (
         CheckConstraint(f"state IN {MEDIA_STATES!r}", name="state"),
         Index("ix_media_files_user_created", "user_id", "created_at"),
+        Index("ix_media_files_created", "created_at"),
         # The purge looks for rows stuck before activation.
         Index(
             "ix_media_files_pending",

@@ -43,6 +43,7 @@ class Notification(Timestamps, Base):
 
     __table_args__ = (
         Index("ix_notifications_user_created", "user_id", "created_at"),
+        Index("ix_notifications_read", "read_at"),
         Index(
             "ix_notifications_undispatched",
             "created_at",

@@ -18,7 +18,15 @@ class User(Timestamps, Base):
     firebase_uid: Mapped[str] = mapped_column(String(128), unique=True)
     email: Mapped[str | None] = mapped_column(String(320))
     name: Mapped[str | None] = mapped_column(String(200))
+    # The `admin` claim of the caller's latest token, for the request it came with. Rights used
+    # where no token is at hand (webhook fan-out, alerts) hold only while `admin_until` (the
+    # expiry of the token that proved them) is ahead, or while an operator lists the user
+    # (`admin_granted_at`); `admin_revoked_at` ends both and outweighs the claim of any token.
+    # market/identity/admins.py owns these rules.
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    admin_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    admin_granted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    admin_revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     profile: Mapped[Profile] = relationship(back_populates="user", uselist=False)

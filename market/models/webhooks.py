@@ -89,6 +89,8 @@ class WebhookDelivery(Timestamps, Base):
         # Fan-out inserts ON CONFLICT DO NOTHING on this: a re-run dispatch adds nothing.
         UniqueConstraint("endpoint_id", "notification_id"),
         Index("ix_webhook_deliveries_endpoint_created", "endpoint_id", "created_at"),
+        Index("ix_webhook_deliveries_updated", "updated_at"),
+        Index("ix_webhook_deliveries_notification", "notification_id"),
         Index(
             "ix_webhook_deliveries_due",
             "next_attempt_at",
@@ -109,7 +111,10 @@ class WebhookDeliveryAttempt(Base):
     number: Mapped[int] = mapped_column(Integer)
     # "initial", "retry" or "manual" (a redelivery someone asked for).
     trigger: Mapped[str] = mapped_column(String(16))
-    attempted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Indexed: /metrics counts the attempts of the last minutes at every scrape.
+    attempted_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )
     status_code: Mapped[int | None] = mapped_column(Integer)
     duration_ms: Mapped[int] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)

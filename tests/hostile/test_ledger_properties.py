@@ -3,8 +3,8 @@
 Each example is a fresh user and a random sequence of: settling an approved MercadoPago
 payment of a purchase (a buy), spending, an admin refund (asked, then done or refused by
 MercadoPago) and a chargeback. The operations are the domain's own functions
-(market.settlement, market.ledger, market.refunds), each in its own committed transaction
-as a worker or a request runs it, against the run's PostgreSQL.
+(market.payments.settlement, market.ledger, market.payments.refunds), each in its own
+committed transaction as a worker or a request runs it, against the run's PostgreSQL.
 
 After every operation: the wallet's balance is the sum of its entries and what a simple
 model of the rules expects, never negative; every transaction sums to zero; an overspend is
@@ -30,11 +30,12 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from market import ledger, refunds, settlement
+from market import ledger
 from market.errors import ConflictError, InsufficientCreditsError, MarketError
 from market.models import LedgerAccount, LedgerEntry, LedgerTransaction, Purchase
 from market.models.base import utcnow
-from market.purchases import create_purchase, list_packages
+from market.payments import refunds, settlement
+from market.payments.purchases import create_purchase, list_packages
 
 # MercadoPago payment ids of this module: far from the sandbox's, unique in the run.
 _PAYMENT_IDS = itertools.count(7_000_000_000_000 + uuid.uuid4().int % 10**9 * 1000)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from market.config import REQUIRED_IN_PRODUCTION, load_settings, normalise_database_url
@@ -15,6 +17,7 @@ PRODUCTION = {
     "MERCADOPAGO_WEBHOOK_SECRET": "s3cret",
     "FIREBASE_PROJECT_ID": "spartan-prod",
     "FRONTEND_URL": "https://spartan.market",
+    "PUBLIC_API_URL": "https://api.spartan.market",
 }
 
 
@@ -28,6 +31,13 @@ def test_production_names_every_missing_setting_in_one_message():
 def test_production_refuses_the_firebase_emulator():
     with pytest.raises(ConfigurationError, match="FIREBASE_AUTH_EMULATOR_HOST"):
         load_settings({**PRODUCTION, "FIREBASE_AUTH_EMULATOR_HOST": "127.0.0.1:9099"})
+
+
+def test_production_refuses_a_plain_http_webhook_url():
+    with pytest.raises(ConfigurationError, match="MERCADOPAGO_WEBHOOK_URL must be https"):
+        load_settings({**PRODUCTION, "MERCADOPAGO_WEBHOOK_URL": "http://spartan.market/hook"})
+    url = "https://spartan.market/api/v1/advanced/webhooks/mercadopago"
+    assert load_settings({**PRODUCTION, "MERCADOPAGO_WEBHOOK_URL": url}).mercadopago_webhook_url
 
 
 def test_production_defaults_to_the_real_mercadopago_api():
@@ -72,3 +82,63 @@ def test_bad_values_are_named():
         load_settings({"APP_ENV": "staging"})
     with pytest.raises(ConfigurationError, match="PURCHASE_TTL_MINUTES"):
         load_settings({"APP_ENV": "test", "PURCHASE_TTL_MINUTES": "soon"})
+
+
+# dev.env entries that are not secrets, addresses or credentials (or are refused elsewhere).
+HARMLESS_DEV_SETTINGS = {
+    "APP_ENV",  # production is what is being tested
+    "FIREBASE_AUTH_EMULATOR_HOST",  # refused on its own (test above)
+    "MERCADOPAGO_SANDBOX",  # MercadoPago's own test mode, legitimate on a staging deployment
+    "MEDIA_ROOT",
+    "WEBHOOK_ALLOWED_HOSTS",
+    "WEB_HOST",
+    "BEAT_SCHEDULE_FILE",
+    "POSTGRES_PASSWORD",  # read by compose, not the app: refused inside DATABASE_URL (below)
+}
+
+
+def _dev_env() -> dict[str, str]:
+    root = Path(__file__).resolve().parents[2]
+    pairs = (
+        line.split("=", 1)
+        for line in (root / "dev.env").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    return {name: value for name, value in pairs}
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    sorted((n, v) for n, v in _dev_env().items() if n not in HARMLESS_DEV_SETTINGS),
+)
+def test_production_refuses_each_public_dev_value_by_name(name, value):
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings({**PRODUCTION, name: value})
+    assert name in str(caught.value)
+
+
+def test_production_names_every_public_dev_value_at_once():
+    dev = {
+        "MERCADOPAGO_ACCESS_TOKEN": "TEST-sandbox-token",
+        "MERCADOPAGO_WEBHOOK_SECRET": "sandbox-webhook-secret",
+        "FLOWER_BASIC_AUTH": "admin:admin",
+        "MERCADOPAGO_API_BASE_URL": "http://sandbox:8090/",
+        "DATABASE_URL": "postgresql+psycopg://spartan:postgres@postgres:5432/spartan",
+        "FRONTEND_URL": "https://spartan.market,http://127.0.0.1:3000",
+    }
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings({**PRODUCTION, **dev})
+    for name in dev:
+        assert name in str(caught.value)
+    for value in dev.values():
+        assert value not in str(caught.value)  # names, never the values themselves
+
+
+def test_production_accepts_values_of_its_own():
+    own = {
+        "FLOWER_BASIC_AUTH": "ops:9f1c2e",
+        "METRICS_TOKEN": "c0ffee",
+        "MERCADOPAGO_WEBHOOK_URL": "https://api.spartan.market/api/v1/advanced/webhooks/mercadopago",
+        "PUBLIC_API_URL": "https://api.spartan.market",
+    }
+    assert load_settings({**PRODUCTION, **own}).is_production

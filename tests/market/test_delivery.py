@@ -31,7 +31,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from svix.webhooks import Webhook as SvixWebhook
 
-from market.delivery import (
+from market.errors import DestinationRefusedError
+from market.outbound.transport import (
     DEFAULT_SCHEDULE,
     RETRY_AFTER_CAP_S,
     DeliveryOutcome,
@@ -43,7 +44,6 @@ from market.delivery import (
     retry_delay,
     sign,
 )
-from market.errors import DestinationRefusedError
 
 LOCAL = frozenset({"127.0.0.1"})
 BODY = b'{"type":"credits.purchase_approved","data":{"purchase_id":"p-1","credits":100}}'
@@ -552,6 +552,8 @@ def test_allowed_hosts_match_the_exact_host_string(fake_dns: FakeDNS):
         "http://hooks.example:0/",
         "http://hooks.example/a b",
         "http://hooks.example/\r\nX-Injected: 1",
+        # Brackets that hold no IPv6 address (found by schemathesis: a 500 before).
+        "http://[4ad6:f00:27df]?x",
     ],
 )
 def test_unusable_urls_are_refused(url: str, fake_dns: FakeDNS):

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from market.config import Settings
-from market.identity import FirebaseVerifier, InvalidTokenError
+from market.identity.tokens import FirebaseVerifier, InvalidTokenError
 from sandbox.token import mint
 
 PROJECT = "spartan-test"
@@ -122,3 +122,37 @@ def test_expired_emulator_tokens_are_refused_too(app):
         verifier.verify(mint("bob", project_id="spartan-test", now=time.time() - 7200))
     with pytest.raises(InvalidTokenError):
         verifier.verify(mint("bob", project_id="another-project"))
+
+
+def test_a_token_is_verified_once_per_process_until_it_expires(real_verifier, signing):
+    import firebase_admin.auth
+
+    calls = []
+    verify = firebase_admin.auth.verify_id_token
+
+    def counted(token, **kwargs):
+        calls.append(token)
+        return verify(token, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(firebase_admin.auth, "verify_id_token", counted)
+        token = _signed(signing[0])
+        assert real_verifier.verify(token) == real_verifier.verify(token)
+        assert len(calls) == 1  # the second answer is the first, remembered
+        # A refused token is never remembered: each try is verified (and refused) again.
+        bad = _signed(signing[2])
+        for _ in range(2):
+            with pytest.raises(InvalidTokenError):
+                real_verifier.verify(bad)
+        assert len(calls) == 3
+
+
+def test_a_remembered_token_is_refused_once_it_expires(app):
+    from tests.support.poll import wait_for
+
+    verifier = app.extensions["spartan.verifier"]
+    token = mint("brief", project_id="spartan-test", expires_in=1)
+    expires_at = verifier.verify(token).expires_at
+    wait_for(lambda: time.time() > expires_at.timestamp(), timeout=5, what="the token's expiry")
+    with pytest.raises(InvalidTokenError, match="expired"):
+        verifier.verify(token)

@@ -14,7 +14,7 @@ from market.errors import (
     UnsupportedMediaTypeError,
     UploadTooLargeError,
 )
-from market.media import AvatarPolicy, ImageInfo, inspect_upload, render_avatar
+from market.media.images import AvatarPolicy, ImageInfo, inspect_upload, render_avatar
 from tests.support import images
 
 POLICY = AvatarPolicy()

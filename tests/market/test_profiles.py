@@ -1,4 +1,4 @@
-"""market.profiles: views, privacy filtering and the guarded profile write."""
+"""market.identity.profiles: views, privacy filtering and the guarded profile write."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import uuid
 import pytest
 from sqlalchemy import select
 
-from market import avatars, profiles
 from market.errors import NotFoundError, PreconditionFailedError
-from market.identity import Identity, upsert_user
+from market.identity import profiles
+from market.identity.tokens import Identity, upsert_user
+from market.media import avatars
 from market.models import Notification, PrivacySettings
 
 

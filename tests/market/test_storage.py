@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from market.storage import LocalStorage, Storage, content_type_for, new_token
+from market.media.storage import LocalStorage, Storage, content_type_for, new_token
 
 KEY = "avatars/u1/tok/256.webp"
 BAD_KEYS = [

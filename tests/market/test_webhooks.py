@@ -7,12 +7,13 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from market import notifications, webhook_sending, webhooks
-from market.delivery import DeliveryOutcome
+from market import notifications
 from market.models import Notification, User, WebhookDelivery
 from market.models.base import utcnow
+from market.outbound import endpoints, sending
+from market.outbound.transport import DeliveryOutcome
 
-POLICY = webhook_sending.Policy(
+POLICY = sending.Policy(
     schedule=(60.0,), disable_after_failures=10, disable_after=timedelta(hours=24)
 )
 LEASE = timedelta(seconds=60)
@@ -23,7 +24,7 @@ DOWN = DeliveryOutcome(503, 5, "HTTP 503", True, None, "")
 def setup(db, user_id, *, events=("profile.updated",)) -> tuple[uuid.UUID, Notification]:
     """An endpoint of the user and one recorded notification (flushed, not committed)."""
     user = db.get(User, user_id)
-    endpoint = webhooks.create_endpoint(
+    endpoint = endpoints.create_endpoint(
         db,
         owner=user,
         url="http://127.0.0.1:9/hooks",
@@ -40,9 +41,9 @@ def setup(db, user_id, *, events=("profile.updated",)) -> tuple[uuid.UUID, Notif
 
 def test_fan_out_is_idempotent(db, alice, user_id_of):
     endpoint_id, notification = setup(db, user_id_of(alice))
-    first = webhooks.fan_out(db, [notification])
+    first = endpoints.fan_out(db, [notification])
     assert len(first) == 1
-    assert webhooks.fan_out(db, [notification]) == []
+    assert endpoints.fan_out(db, [notification]) == []
     delivery = db.get(WebhookDelivery, first[0])
     assert delivery.endpoint_id == endpoint_id and delivery.state == "pending"
     db.rollback()
@@ -50,21 +51,21 @@ def test_fan_out_is_idempotent(db, alice, user_id_of):
 
 def test_an_overtaken_attempt_is_logged_but_does_not_decide(db, alice, user_id_of):
     _, notification = setup(db, user_id_of(alice))
-    [delivery_id] = webhooks.fan_out(db, [notification])
+    [delivery_id] = endpoints.fan_out(db, [notification])
 
-    [slow] = webhook_sending.claim_due(db, limit=10, lease=LEASE, ids=[delivery_id])
-    assert webhook_sending.claim_due(db, limit=10, lease=LEASE, ids=[delivery_id]) == []
+    [slow] = sending.claim_due(db, limit=10, lease=LEASE, ids=[delivery_id])
+    assert sending.claim_due(db, limit=10, lease=LEASE, ids=[delivery_id]) == []
     # The lease runs out while the slow attempt hangs: another sender claims it again.
     db.execute(
         update(WebhookDelivery)
         .where(WebhookDelivery.id == delivery_id)
         .values(next_attempt_at=utcnow() - timedelta(seconds=1))
     )
-    [fresh] = webhook_sending.claim_due(db, limit=10, lease=LEASE, ids=[delivery_id])
+    [fresh] = sending.claim_due(db, limit=10, lease=LEASE, ids=[delivery_id])
     assert (slow.number, fresh.number) == (1, 2) and fresh.trigger == "retry"
 
-    webhook_sending.record_outcomes(db, [(fresh, OK)], policy=POLICY)
-    webhook_sending.record_outcomes(db, [(slow, DOWN)], policy=POLICY)
+    sending.record_outcomes(db, [(fresh, OK)], policy=POLICY)
+    sending.record_outcomes(db, [(slow, DOWN)], policy=POLICY)
     delivery = db.get(WebhookDelivery, delivery_id)
     db.refresh(delivery)
     assert delivery.state == "succeeded" and delivery.next_attempt_at is None
@@ -74,19 +75,19 @@ def test_an_overtaken_attempt_is_logged_but_does_not_decide(db, alice, user_id_o
 
 def test_a_retryable_failure_is_rescheduled_then_exhausted(db, alice, user_id_of):
     _, notification = setup(db, user_id_of(alice))
-    [delivery_id] = webhooks.fan_out(db, [notification])
+    [delivery_id] = endpoints.fan_out(db, [notification])
 
-    [claim] = webhook_sending.claim_due(db, limit=10, lease=LEASE, ids=[delivery_id])
-    webhook_sending.record_outcomes(db, [(claim, DOWN)], policy=POLICY)
+    [claim] = sending.claim_due(db, limit=10, lease=LEASE, ids=[delivery_id])
+    sending.record_outcomes(db, [(claim, DOWN)], policy=POLICY)
     delivery = db.get(WebhookDelivery, delivery_id)
     assert delivery.state == "pending"
     # 60 s ± 20 % jitter, from the database clock.
-    wait = (delivery.next_attempt_at - webhooks.db_now(db)).total_seconds()
+    wait = (delivery.next_attempt_at - endpoints.db_now(db)).total_seconds()
     assert 47 <= wait <= 73
 
-    delivery.next_attempt_at = webhooks.db_now(db)
-    [claim] = webhook_sending.claim_due(db, limit=10, lease=LEASE, ids=[delivery_id])
-    webhook_sending.record_outcomes(db, [(claim, DOWN)], policy=POLICY)
+    delivery.next_attempt_at = endpoints.db_now(db)
+    [claim] = sending.claim_due(db, limit=10, lease=LEASE, ids=[delivery_id])
+    sending.record_outcomes(db, [(claim, DOWN)], policy=POLICY)
     assert delivery.state == "failed" and delivery.last_error == "HTTP 503"
     db.rollback()
 
@@ -98,7 +99,7 @@ def test_purge_removes_old_finished_deliveries_only(db, alice, user_id_of):
         db, user_id=user_id_of(alice), kind="profile.updated", title="t", dedupe_key=key
     )
     second = db.execute(select(Notification).where(Notification.dedupe_key == key)).scalar_one()
-    finished, pending = webhooks.fan_out(db, [first, second])
+    finished, pending = endpoints.fan_out(db, [first, second])
     db.execute(
         update(WebhookDelivery).where(WebhookDelivery.id == finished).values(state="succeeded")
     )
@@ -108,9 +109,7 @@ def test_purge_removes_old_finished_deliveries_only(db, alice, user_id_of):
         .where(WebhookDelivery.id.in_([finished, pending]))
         .values(updated_at=utcnow() - timedelta(days=40))
     )
-    removed = webhook_sending.purge_finished_deliveries(
-        db, before=utcnow() - timedelta(days=30), limit=100
-    )
+    removed = sending.purge_finished_deliveries(db, before=utcnow() - timedelta(days=30), limit=100)
     assert removed == 1
     assert db.get(WebhookDelivery, finished) is None
     assert db.get(WebhookDelivery, pending) is not None

@@ -16,15 +16,16 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from market import ledger, purchases
+from market import ledger
 from market.config import Settings
-from market.identity import Identity, upsert_user
+from market.identity.tokens import Identity, upsert_user
 from market.models import (
     LedgerTransaction,
-    MercadoPagoNotification,
     MercadoPagoPayment,
+    PaymentEvent,
     Purchase,
 )
+from market.payments import purchases
 from tests.support.mercadopago import MercadoPagoSandbox
 
 PACKAGE = "credits-100"
@@ -115,7 +116,7 @@ def fetched(sessions: sessionmaker[Session], burst: list[Paid]) -> int:
 def inbox_rows(sessions: sessionmaker[Session], burst: list[Paid]) -> dict[str, int]:
     """The burst's inbox rows: stored, processed, and those the sweeper had to take again."""
     ids = [str(p.payment_id) for p in burst]
-    inbox = MercadoPagoNotification
+    inbox = PaymentEvent
     with sessions() as session:
         row = session.execute(
             select(

@@ -1,7 +1,7 @@
 """Fault 5: `celery beat` runs twice by mistake, so every periodic job is sent twice.
 
-Promise: a job that must not overlap holds a Redis lock (`workers.maintenance.singleton`) and
-a second run while the first is inside skips; every other job in the beat table is safe to
+Promise: a job that must not overlap holds a Redis lock (`workers.maintenance.locks.singleton`)
+and a second run while the first is inside skips; every other job in the beat table is safe to
 run twice at once (its own row claims, forward-only states, or read-only). The table below
 says which is which: a new beat entry without a line here fails the suite.
 
@@ -17,12 +17,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 
 from beat_schedule import SCHEDULE
-from market.models import MercadoPagoNotification
+from market.models import PaymentEvent
 from market.models.base import utcnow
-from tests.reliability.burst import assert_credited_once, make_users, pay, prepare
+from tests.reliability.burst import approved, assert_credited_once, make_users, pay, prepare
 from tests.support.poll import wait_for
 from workers import runtime
 
@@ -40,10 +40,11 @@ CONCURRENT_SAFE: dict[str, str] = {
     "maintenance.beat_heartbeat": "writes the current time to one key",
     "maintenance.resend_stale_jobs": "claims stale jobs FOR UPDATE SKIP LOCKED and touches them;"
     " a step already running or finished does nothing",
-    "maintenance.requeue_notifications": "claims inbox rows FOR UPDATE SKIP LOCKED and stamps"
-    " them; applying a payment is idempotent (proved below)",
+    "maintenance.requeue_payment_events": "claims payment events FOR UPDATE SKIP LOCKED and"
+    " stamps them; settling a payment is idempotent (proved below)",
     "maintenance.expire_purchases": "expires under the purchase's row lock, pending only",
-    "maintenance.check_ledger": "read-only",
+    "maintenance.check_ledger": "folds running-total slots under an advisory lock, skipping"
+    " slots in use (the sums do not change); the check itself is read-only",
     "notifications.retry_deliveries": "claims due deliveries FOR UPDATE SKIP LOCKED",
     "notifications.dispatch_pending": "claims undispatched notifications FOR UPDATE SKIP LOCKED",
 }
@@ -99,10 +100,11 @@ def test_a_second_run_skips_while_the_first_is_inside(task_name, sessions, setti
     assert "skipped" not in task(**kwargs), "the next run takes the lock again"
 
 
-def test_two_inbox_sweeps_at_once_take_each_notification_once(
-    sessions, settings, mp_sandbox, celery_app
+def test_two_payment_event_sweeps_at_once_take_each_event_once(
+    sessions, settings, mp_sandbox, celery_app, worker
 ):
-    """requeue_notifications has no lock: two concurrent sweeps split the due rows."""
+    """requeue_payment_events has no lock: two concurrent sweeps split the due rows, each
+    starting one settlement job per event."""
     burst = prepare(
         sessions,
         settings,
@@ -112,27 +114,35 @@ def test_two_inbox_sweeps_at_once_take_each_notification_once(
         webhook_url="http://127.0.0.1:9/never-sent",  # webhooks withheld below
     )
     burst = pay(mp_sandbox, burst, webhook="withhold")
-    # The inbox rows a lost settlement leaves behind: stored a while ago, never processed.
+    # The payment events a lost settlement leaves behind: stored a while ago, never processed.
+    # Those earlier tests left unprocessed are not this test's: the sweeps must not count them.
     with sessions() as session, session.begin():
+        session.execute(
+            update(PaymentEvent)
+            .where(PaymentEvent.processed_at.is_(None))
+            .values(processed_at=utcnow())
+        )
         for paid in burst:
             session.add(
-                MercadoPagoNotification(
+                PaymentEvent(
                     dedupe_key=f"n:{uuid.uuid4().int % 10**15}",
                     type="payment",
                     action="payment.created",
                     data_id=str(paid.payment_id),
+                    payment_id=paid.payment_id,
                     body={"data": {"id": str(paid.payment_id)}},
                     received_at=utcnow() - timedelta(minutes=10),
                 )
             )
-    sweep = celery_app.tasks["maintenance.requeue_notifications"]
+    sweep = celery_app.tasks["maintenance.requeue_payment_events"]
     with ThreadPoolExecutor(2) as beats:
         results = list(beats.map(lambda _: sweep(older_than_s=60), range(2)))
     assert sum(r["requeued"] for r in results) == len(burst), results
     ids = [str(p.payment_id) for p in burst]
     with sessions() as session:
         attempts = session.execute(
-            select(MercadoPagoNotification.attempts).where(MercadoPagoNotification.data_id.in_(ids))
+            select(PaymentEvent.attempts).where(PaymentEvent.data_id.in_(ids))
         ).scalars()
         assert sorted(attempts) == [2] * len(burst), "each row taken by exactly one sweep"
+    wait_for(lambda: approved(sessions, burst) == len(burst), timeout=60, what="settlements")
     assert_credited_once(sessions, burst)

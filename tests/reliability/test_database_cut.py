@@ -67,7 +67,9 @@ def answered(mp_sandbox, payment_id: int) -> set[int | None]:
     return {w["status_code"] for w in mp_sandbox.webhooks(payment_id)}
 
 
-def test_the_app_answers_503_while_the_database_is_unreachable(app_with, settings, pg_proxy, alice):
+def test_the_app_answers_503_while_the_database_is_unreachable(
+    app_with, settings, pg_proxy, alice, admin
+):
     """The in-process app through the proxy (no worker): the three answers of an outage."""
     outage = app_with(database_url=pg_proxy.url(settings.database_url)).test_client()
     assert outage.get(ME, headers=alice).status_code == 200
@@ -81,7 +83,7 @@ def test_the_app_answers_503_while_the_database_is_unreachable(app_with, setting
         assert answer.mimetype == "application/problem+json"
         assert int(answer.headers["Retry-After"]) > 0
         assert answer.get_json()["status"] == 503
-    health = outage.get(HEALTH)
+    health = outage.get(HEALTH, headers=admin)  # a fresh check, not the shared report
     assert health.status_code == 503
     assert health.get_json()["checks"]["database"]["status"] == "down"
     pg_proxy.restore()
@@ -90,7 +92,7 @@ def test_the_app_answers_503_while_the_database_is_unreachable(app_with, setting
 
 @pytest.mark.slow
 def test_a_database_outage_answers_503_and_settles_once_it_is_back(
-    pg_proxy, sessions, settings, deploy, mp_sandbox, alice
+    pg_proxy, sessions, settings, deploy, mp_sandbox, alice, admin
 ):
     deployment = deploy("pgcut", DATABASE_URL=pg_proxy.url(settings.database_url)).start("worker")
     web = deployment.web_url
@@ -119,7 +121,8 @@ def test_a_database_outage_answers_503_and_settles_once_it_is_back(
     assert_unavailable(requests.post(web + path, data=body, headers=headers, timeout=10))
     # A read that needs PostgreSQL (a balance already cached may still be served).
     assert_unavailable(requests.get(web + HISTORY, headers=alice, timeout=10))
-    health = requests.get(web + HEALTH, timeout=15)
+    # An admin's check is fresh (anonymous callers read a shared report up to ~10 s old).
+    health = requests.get(web + HEALTH, headers=admin, timeout=15)
     assert health.status_code == 503
     assert health.json()["checks"]["database"]["status"] == "down"
     outage_s = time.monotonic() - cut_at
@@ -127,7 +130,10 @@ def test_a_database_outage_answers_503_and_settles_once_it_is_back(
 
     wait_for(
         lambda: (
-            requests.get(web + HEALTH, timeout=15).json()["checks"]["database"]["status"] == "ok"
+            requests.get(web + HEALTH, headers=admin, timeout=15).json()["checks"]["database"][
+                "status"
+            ]
+            == "ok"
         ),
         timeout=30,
         interval=0.5,

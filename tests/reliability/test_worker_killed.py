@@ -3,7 +3,7 @@
 Promise: once a new worker runs (and beat's recovery jobs with it), every purchase of the
 burst is credited exactly once and the ledger balances. What the killed worker had taken but
 not acknowledged (acks_late) waits for the broker's visibility timeout; the inbox sweeper
-(`maintenance.requeue_notifications`) settles those notifications long before.
+(`maintenance.requeue_payment_events`) settles those payment events long before.
 """
 
 from __future__ import annotations

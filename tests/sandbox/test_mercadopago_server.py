@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -16,146 +12,17 @@ import pytest
 import requests
 
 from market.errors import ProviderError, ProviderTransientError
-from market.mercadopago import MercadoPagoGateway
-from market.mp_signature import verify_notification
-from sandbox.mercadopago import create_app, serve_in_thread
+from market.payments.mercadopago.client import MercadoPagoGateway
+from tests.sandbox.helpers import (
+    TOKEN,
+    Receiver,
+    Sandbox,
+    assert_signed,
+    paid,
+    preference_body,
+    webhooks_only,
+)
 from tests.support.poll import wait_for
-
-TOKEN = "TEST-sandbox-token"
-SECRET = "sandbox-webhook-secret"
-DELAYS = (0.05, 0.05, 0.05)
-
-
-@dataclass
-class Hit:
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]
-    body: dict[str, Any]
-
-
-class Receiver:
-    """A loopback HTTP server recording webhooks; answers `statuses` in turn, then 200."""
-
-    def __init__(self) -> None:
-        self.hits: list[Hit] = []
-        self.statuses: deque[int] = deque()
-        self._lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                parts = urlsplit(self.path)
-                with receiver._lock:
-                    receiver.hits.append(
-                        Hit(
-                            parts.path,
-                            parse_qs(parts.query),
-                            {k.lower(): v for k, v in self.headers.items()},
-                            json.loads(raw),
-                        )
-                    )
-                    status = receiver.statuses.popleft() if receiver.statuses else 200
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/mp"
-        threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-
-    def wait(self, count: int) -> list[Hit]:
-        return wait_for(lambda: list(self.hits) if len(self.hits) >= count else None, timeout=5)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@dataclass
-class Sandbox:
-    url: str
-
-    def control(self, path: str, payload: dict[str, Any] | None = None) -> requests.Response:
-        return requests.post(f"{self.url}/_sandbox{path}", json=payload or {}, timeout=5)
-
-    def deliveries(self) -> list[dict[str, Any]]:
-        return requests.get(f"{self.url}/_sandbox/webhooks", timeout=5).json()
-
-
-@pytest.fixture()
-def start_sandbox() -> Iterator[Callable[..., Sandbox]]:
-    servers = []
-
-    def start(**options: Any) -> Sandbox:
-        options = {"webhook_retry_delays": DELAYS, **options}
-        server, url = serve_in_thread(
-            create_app(access_token=TOKEN, webhook_secret=SECRET, **options)
-        )
-        servers.append(server)
-        return Sandbox(url)
-
-    yield start
-    for server in servers:
-        server.shutdown()
-
-
-@pytest.fixture()
-def sandbox(start_sandbox: Callable[..., Sandbox]) -> Sandbox:
-    return start_sandbox()
-
-
-@pytest.fixture()
-def gateway(sandbox: Sandbox) -> MercadoPagoGateway:
-    return MercadoPagoGateway(TOKEN, api_base_url=sandbox.url, timeout=5)
-
-
-@pytest.fixture()
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    yield server
-    server.close()
-
-
-def preference_body(reference: str = "purchase-1", **extra: Any) -> dict[str, Any]:
-    return {
-        "items": [
-            {
-                "id": "credits-100",
-                "title": "100 credits",
-                "quantity": 2,
-                "unit_price": Decimal("150.25"),
-                "currency_id": "ARS",
-            }
-        ],
-        "external_reference": reference,
-        "metadata": {"purchase_id": reference},
-        **extra,
-    }
-
-
-def paid(sandbox: Sandbox, pref_id: str, **payload: Any) -> dict[str, Any]:
-    answer = sandbox.control(f"/preferences/{pref_id}/pay", {"status": "approved", **payload})
-    assert answer.status_code == 201, answer.text
-    return answer.json()
-
-
-def assert_signed(hit: Hit, payment_id: int) -> None:
-    assert hit.query["data.id"] == [str(payment_id)]
-    assert hit.query["type"] == ["payment"]
-    verify_notification(
-        x_signature=hit.headers.get("x-signature"),
-        x_request_id=hit.headers.get("x-request-id"),
-        data_id=hit.query["data.id"][0],
-        secret=SECRET,
-    )
-
 
 # REST API through the SDK ----------------------------------------------------------------------
 
@@ -337,7 +204,7 @@ def test_unreachable_api_is_transient():
 def test_payment_sends_signed_webhooks(
     gateway: MercadoPagoGateway, sandbox: Sandbox, receiver: Receiver
 ):
-    hook = f"{receiver.url}?source=mp"
+    hook = webhooks_only(f"{receiver.url}?source=mp")
     pref = gateway.create_preference(preference_body(notification_url=hook), idempotency_key="p1")
     payment = paid(sandbox, pref["id"], status="pending")
     sandbox.control(f"/payments/{payment['id']}/status", {"status": "approved"})
@@ -362,7 +229,7 @@ def test_refunds_and_chargebacks_notify(
     gateway: MercadoPagoGateway, sandbox: Sandbox, receiver: Receiver
 ):
     pref = gateway.create_preference(
-        preference_body(notification_url=receiver.url), idempotency_key="p1"
+        preference_body(notification_url=webhooks_only(receiver.url)), idempotency_key="p1"
     )
     payment_id = paid(sandbox, pref["id"], webhook="withhold")["id"]
     gateway.refund_payment(payment_id, amount=Decimal("1"), idempotency_key="r1")
@@ -371,12 +238,16 @@ def test_refunds_and_chargebacks_notify(
     assert answer.json()["transaction_amount_refunded"] == 3
     sandbox.control(f"/payments/{payment_id}/chargeback")
 
-    hits = receiver.wait(3)
-    assert [h.body["action"] for h in hits] == ["payment.updated"] * 3
-    assert len({h.body["id"] for h in hits}) == 3
+    # A chargeback notifies its own topic and the payment's change (in either order).
+    hits = receiver.wait(4)
+    assert sorted((h.body["type"], h.body["action"]) for h in hits) == [
+        *[("payment", "payment.updated")] * 3,
+        ("topic_chargebacks_wh", "chargeback.created"),
+    ]
+    assert len({h.body["id"] for h in hits}) == 4
     sandbox.control(f"/payments/{payment_id}/status", {"status": "approved"})
-    receiver.wait(4)  # nothing else was queued before this one: the replayed refund sent none
-    assert len(receiver.hits) == 4
+    receiver.wait(5)  # nothing else was queued before this one: the replayed refund sent none
+    assert len(receiver.hits) == 5
 
 
 def test_webhook_is_retried_until_accepted(
@@ -384,13 +255,14 @@ def test_webhook_is_retried_until_accepted(
 ):
     receiver.statuses.extend([500, 204])
     pref = gateway.create_preference(
-        preference_body(notification_url=receiver.url), idempotency_key="p1"
+        preference_body(notification_url=webhooks_only(receiver.url)), idempotency_key="p1"
     )
     payment_id = paid(sandbox, pref["id"])["id"]
 
     hits = receiver.wait(3)
     assert {h.body["id"] for h in hits} == {hits[0].body["id"]}
-    assert {h.headers["x-request-id"] for h in hits} == {hits[0].headers["x-request-id"]}
+    # MercadoPago does not sign a retry again: the first ts and x-request-id stay.
+    assert len({(h.headers["x-request-id"], h.headers["x-signature"]) for h in hits}) == 1
     for hit in hits:
         assert_signed(hit, payment_id)
     log = wait_for(lambda: d if len(d := sandbox.deliveries()) == 3 else None, timeout=5)
@@ -399,7 +271,9 @@ def test_webhook_is_retried_until_accepted(
         (2, 204, "retrying"),
         (3, 200, "delivered"),
     ]
+    assert len({(d["ts"], d["request_id"]) for d in log}) == 1
     assert log[0]["headers"]["x-signature"] == hits[0].headers["x-signature"]
+    assert hits[0].headers["x-signature"].startswith(f"ts={log[0]['ts']},v1=")
 
 
 def test_webhook_gives_up_after_the_last_delay(gateway: MercadoPagoGateway, sandbox: Sandbox):
@@ -408,12 +282,16 @@ def test_webhook_gives_up_after_the_last_delay(gateway: MercadoPagoGateway, sand
     )
     paid(sandbox, pref["id"])
 
+    # The webhook and its two IPN copies (payment, merchant_order) each retry, then give up.
     def finished() -> list[dict[str, Any]] | None:
         log = sandbox.deliveries()
-        return log if log and log[-1]["outcome"] == "gave_up" else None
+        return log if sum(d["outcome"] == "gave_up" for d in log) == 3 else None
 
     log = wait_for(finished, timeout=5)
-    assert [d["attempt"] for d in log] == [1, 2, 3, 4]
+    for form, topic in (("webhook", "payment"), ("ipn", "payment"), ("ipn", "merchant_order")):
+        tries = [d for d in log if (d["form"], d["topic"]) == (form, topic)]
+        assert [d["attempt"] for d in tries] == [1, 2, 3, 4], (form, topic)
+        assert [d["outcome"] for d in tries] == ["retrying"] * 3 + ["gave_up"]
     assert all(d["status_code"] is None and d["error"] for d in log)
 
 
@@ -421,7 +299,7 @@ def test_duplicate_copies_are_identical(
     gateway: MercadoPagoGateway, sandbox: Sandbox, receiver: Receiver
 ):
     pref = gateway.create_preference(
-        preference_body(notification_url=receiver.url), idempotency_key="p1"
+        preference_body(notification_url=webhooks_only(receiver.url)), idempotency_key="p1"
     )
     payment_id = paid(sandbox, pref["id"], webhook="duplicate", copies=3)["id"]
 
@@ -435,7 +313,7 @@ def test_withheld_webhook_is_sent_on_demand(
     gateway: MercadoPagoGateway, sandbox: Sandbox, receiver: Receiver
 ):
     pref = gateway.create_preference(
-        preference_body(notification_url=receiver.url), idempotency_key="p1"
+        preference_body(notification_url=webhooks_only(receiver.url)), idempotency_key="p1"
     )
     payment_id = paid(sandbox, pref["id"], webhook="withhold")["id"]
 
@@ -476,14 +354,20 @@ def test_checkout_page_redirects_to_the_back_url(
         "pending": "http://shop.test/wait",
     }
     pref = gateway.create_preference(
-        preference_body(notification_url=receiver.url, back_urls=back_urls, auto_return="approved"),
+        preference_body(
+            notification_url=webhooks_only(receiver.url),
+            back_urls=back_urls,
+            auto_return="approved",
+        ),
         idempotency_key="p1",
     )
     page = requests.get(pref["init_point"], timeout=5)
     assert page.status_code == 200
     assert "100 credits" in page.text
-    for holder in ("APRO", "OTHE", "CONT"):
-        assert f'value="{holder}"' in page.text
+    # A plain form a real browser clicks: the button labels are part of the contract.
+    assert '<form method="post" action="/checkout/v1/redirect">' in page.text
+    for holder, label in (("APRO", "Approve"), ("OTHE", "Reject"), ("CONT", "Pending")):
+        assert f'value="{holder}">{label}</button>' in page.text
 
     outcomes = {}
     for holder in ("APRO", "OTHE", "CONT"):
@@ -502,6 +386,8 @@ def test_checkout_page_redirects_to_the_back_url(
     assert approved["external_reference"] == ["purchase-1"]
     assert approved["preference_id"] == [pref["id"]]
     assert approved["payment_id"] == approved["collection_id"]
+    order_id = gateway.get_payment(approved["payment_id"][0])["order"]["id"]
+    assert approved["merchant_order_id"] == [str(order_id)]
     assert gateway.get_payment(approved["payment_id"][0])["status"] == "approved"
     assert outcomes["OTHE"].path == "/failed"
     assert parse_qs(outcomes["OTHE"].query)["status"] == ["rejected"]

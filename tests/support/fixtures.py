@@ -129,7 +129,7 @@ def user_id_of(client: FlaskClient) -> Callable[[dict[str, str]], uuid.UUID]:
     """The user row id behind a set of Authorization headers (created on first sight)."""
 
     def find(headers: dict[str, str]) -> uuid.UUID:
-        from market.identity import upsert_user
+        from market.identity.tokens import upsert_user
 
         identity = client.application.extensions["spartan.verifier"].verify(
             headers["Authorization"].split()[1]

@@ -7,23 +7,25 @@ pay through the real API, the real worker and the sandbox's control API.
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 from werkzeug.serving import make_server
 
 from market.config import Settings
 from market.models import Purchase
+from market.models.base import utcnow
 from sandbox.mercadopago import create_app, serve_in_thread
+from tests.support.environment import worker_environment
 from tests.support.poll import wait_for
 
 WEBHOOK_PATH = "/api/v1/advanced/webhooks/mercadopago"
@@ -50,10 +52,28 @@ class MercadoPagoSandbox:
     def payment(self, payment_id: int) -> dict[str, Any]:
         return self.app.extensions["mercadopago_sandbox"].payment(payment_id)
 
-    def webhooks(self, payment_id: int) -> list[dict[str, Any]]:
-        return requests.get(
-            f"{self.url}/_sandbox/webhooks", params={"payment_id": payment_id}, timeout=10
-        ).json()
+    def webhooks(self, payment_id: int, form: str | None = "webhook") -> list[dict[str, Any]]:
+        """The delivery log of the payment's notifications: webhooks only by default (the
+        sandbox also sends IPN copies, `form="ipn"`, unless notification_url has
+        source_news=webhooks); `form=None` gives every form."""
+        params: dict[str, Any] = {"payment_id": payment_id}
+        if form is not None:
+            params["form"] = form
+        return requests.get(f"{self.url}/_sandbox/webhooks", params=params, timeout=10).json()
+
+    def settings(self, **changes: Any) -> dict[str, Any]:
+        """Select sandbox behaviours (notify, require_https, refund_status, clock_offset_s);
+        with no argument, read them. `control("/reset")` restores the defaults."""
+        if not changes:
+            return requests.get(f"{self.url}/_sandbox/settings", timeout=10).json()
+        answer = self.control("/settings", changes)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    def calls(self, route: str) -> int:
+        """How many times the sandbox answered `route` ("GET /users/me") since it started."""
+        answer = requests.get(f"{self.url}/_sandbox/calls", timeout=10)
+        return int(answer.json().get(route, 0))
 
     def chaos(self, **config: Any) -> None:
         assert self.control("/chaos", config).status_code == 200
@@ -72,7 +92,6 @@ def _serve(app: Flask) -> tuple[Any, str]:
 @pytest.fixture(scope="session")
 def mp_sandbox(app: Flask, settings: Settings) -> Iterator[MercadoPagoSandbox]:
     """The sandbox, the app on a real port, and the worker's settings pointing at both."""
-    from workers import runtime
 
     sandbox_app = create_app(
         access_token=settings.mercadopago_access_token,
@@ -85,19 +104,11 @@ def mp_sandbox(app: Flask, settings: Settings) -> Iterator[MercadoPagoSandbox]:
         "MERCADOPAGO_API_BASE_URL": sandbox_url,
         "MERCADOPAGO_WEBHOOK_URL": app_url + WEBHOOK_PATH,
     }
-    saved = {name: os.environ.get(name) for name in changes}
-    os.environ.update(changes)
     # Workers read `runtime.settings()` (cached): rebuild it with the sandbox's address.
-    runtime.settings.cache_clear()
     try:
-        yield MercadoPagoSandbox(sandbox_url, app_url, app=sandbox_app)
+        with worker_environment(changes):
+            yield MercadoPagoSandbox(sandbox_url, app_url, app=sandbox_app)
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        runtime.settings.cache_clear()
         app_server.shutdown()
         sandbox_server.shutdown()
 
@@ -129,6 +140,17 @@ def balance(client: FlaskClient, headers: dict[str, str]) -> int:
     return int(answer.get_json()["balance"])
 
 
+def wait_balance(client: FlaskClient, headers: dict[str, str], credits: int) -> None:
+    """Wait until the API answers a balance of `credits`. A settlement drops the cached
+    balance just after its commit, so for a moment after the purchase's new status shows, a
+    balance this test read before may still be served (cache-aside); it is never older."""
+    try:
+        wait_for(lambda: balance(client, headers) == credits, timeout=10, what="the balance")
+    except AssertionError:
+        assert balance(client, headers) == credits
+        raise
+
+
 def purchase_row(app: Flask, purchase_id: str) -> Purchase:
     with app.extensions["spartan.sessions"]() as session:
         return session.execute(
@@ -144,3 +166,25 @@ def wait_status(app: Flask, purchase_id: str, status: str, timeout: float = 20) 
         return row if row.status == status else None
 
     return wait_for(probe, timeout=timeout, what=f"purchase {purchase_id} {status}")
+
+
+# What the tests' reconciliation runs count as quiet: longer than the suite lives, so the
+# pending purchases other tests leave behind (fuzzing alone leaves thousands) are never due.
+QUIET_S = 3600
+
+
+def reconcile(app: Flask, *quiet: str) -> dict[str, Any]:
+    """Run the reconciliation sweep as beat does, with the purchases `quiet` (ids) left
+    untouched for two hours: the sweep searches those and the payments MercadoPago changed
+    since its cursor, not every pending purchase of the suite."""
+    from workflows.sweeps import reconcile_purchases  # the worker's side, loaded when used
+
+    if quiet:
+        with app.extensions["spartan.sessions"]() as session:
+            session.execute(
+                update(Purchase)
+                .where(Purchase.id.in_([uuid.UUID(p) for p in quiet]))
+                .values(updated_at=utcnow() - timedelta(seconds=2 * QUIET_S))
+            )
+            session.commit()
+    return reconcile_purchases(older_than_s=QUIET_S)

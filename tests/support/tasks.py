@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from market.errors import ProviderTransientError
 from workers import runtime
 from workers.app import app
 from workers.base import StepTask
@@ -19,6 +20,16 @@ def test_record(*, key: str, value: str) -> dict[str, str]:
 @app.task(base=StepTask, name="maintenance.test_fail")
 def test_fail(*, reason: str) -> None:
     raise ValueError(reason)
+
+
+@app.task(base=StepTask, name="maintenance.test_provider_down", max_retries=0)
+def test_provider_down(*, host: str) -> None:
+    """Fail as the MercadoPago client does when the provider cannot be reached (no retry)."""
+    raise ProviderTransientError(
+        f"MercadoPago unreachable: HTTPConnectionPool(host='{host}', port=443): Max retries "
+        "exceeded with url: /v1/payments/123 (Caused by NewConnectionError('Failed to "
+        "establish a new connection: [Errno 111] Connection refused'))"
+    )
 
 
 @app.task(base=StepTask, name="maintenance.test_block")

@@ -28,13 +28,14 @@ from sqlalchemy import select
 from werkzeug.test import TestResponse
 
 from market import jobs, ledger
-from market.avatar_presets import PRESETS
 from market.jobs import StepSpec
-from market.models import Job
+from market.media.presets import PRESETS
+from market.models import Job, Purchase
 from tests.support import images
 from tests.support.mercadopago import MercadoPagoSandbox, buy, finished_job, wait_status
 from tests.support.poll import wait_for
 from tests.support.webhook_receiver import Receiver, running
+from webapp.edge import SWAGGER_UI_URL
 
 ROLES = ("anonymous", "owner", "other", "admin")
 Statuses = tuple[int, int, int, int]
@@ -87,11 +88,20 @@ TABLE: dict[tuple[str, str], Entry] = {
     # Documentation and public reads.
     ("GET", "/api/docs"): Entry(PUBLIC, public=True),
     ("GET", "/api/openapi.json"): Entry(PUBLIC, public=True),
+    # Swagger UI's own files (the pinned swagger-ui-bundle) that /api/docs loads.
+    ("GET", f"{SWAGGER_UI_URL}<name>"): Entry(PUBLIC, public=True),
+    # Anonymous: up/down from a shared cached report; admins: a fresh, detailed check.
     ("GET", f"{ADV}/health"): Entry(PUBLIC),
+    # Probes for orchestrators: open, unlimited, cheap (live touches nothing).
+    ("GET", f"{ADV}/health/live"): Entry(PUBLIC),
+    ("GET", f"{ADV}/health/ready"): Entry(PUBLIC),
     ("GET", f"{ADV}/credits/packages"): Entry(PUBLIC),
     ("GET", f"{V1}/profile/avatar/options"): Entry(PUBLIC),
     # The owner's profile is public (default privacy), so anyone sees it, filtered.
     ("GET", f"{V1}/users/<uuid:user_id>/profile"): Entry(PUBLIC, public=True),
+    # The page the checkout returns to: keyed by the purchase's unguessable reference, it
+    # shows its state to whoever holds that, and no id of the owner's (checked like others).
+    ("GET", "/checkout/purchases/<reference>"): Entry(PUBLIC),
     # Rendered avatars are public files under unguessable, immutable names.
     ("GET", "/media/<path:key>"): Entry(PUBLIC, public=True),
     # The caller's own data: the same for every signed-in user.
@@ -119,6 +129,7 @@ TABLE: dict[tuple[str, str], Entry] = {
     # The owner's objects.
     ("GET", f"{ADV}/analytics/user/<uuid:user_id>"): Entry(owner_or_admin(200)),
     ("GET", f"{ADV}/tasks/<uuid:task_id>"): Entry(owner_or_admin(200)),
+    ("GET", f"{ADV}/credits/purchases/<uuid:purchase_id>"): Entry(owner_or_admin(200)),
     # A queued job, made for each call: cancelling it is the owner's or an admin's to do.
     ("DELETE", f"{ADV}/tasks/<uuid:task_id>"): Entry(owner_or_admin(200), fresh="task_id"),
     ("GET", f"{V1}/notifications/<uuid:notification_id>"): Entry(owner_only(200)),
@@ -138,6 +149,12 @@ TABLE: dict[tuple[str, str], Entry] = {
     ("GET", f"{ADV}/metrics/system"): Entry(admin_only(200)),
     ("GET", f"{ADV}/metrics/users"): Entry(admin_only(200)),
     ("GET", f"{ADV}/metrics/users/<uuid:user_id>"): Entry(admin_only(200)),
+    # The in-app alert rules and their run-time thresholds (validation: test_alerts.py).
+    ("GET", f"{ADV}/alerts"): Entry(admin_only(200)),
+    ("PATCH", f"{ADV}/alerts/<string:rule>"): Entry(
+        admin_only(200),
+        json={"threshold": None},  # back to the default: no lasting effect
+    ),
     # Prometheus: an admin, or the METRICS_TOKEN bearer (unset by default: no anonymous scrape,
     # whatever the caller's address; the token is tested in test_metrics.py).
     ("GET", "/metrics"): Entry(admin_only(200)),
@@ -281,7 +298,10 @@ def build_owner_objects(world: World, mp_sandbox: MercadoPagoSandbox) -> None:
     assert upload.status_code == 202, upload.get_data(as_text=True)
     job = finished_job(world.client, owner, upload.get_json()["status_url"])
     assert job["state"] == "succeeded", job
+    with world.app.extensions["spartan.sessions"]() as session:
+        reference = session.get(Purchase, uuid.UUID(checkout["purchase_id"])).external_reference
     world.params.update(
+        reference=reference,
         purchase_id=checkout["purchase_id"],
         notification_id=notification_id,
         endpoint_id=endpoint_id,
@@ -334,6 +354,7 @@ def world(
             give_credits(matrix_app, user_id, 10)
         build_owner_objects(world, mp_sandbox)
         world.params["user_id"] = str(user_ids["owner"])
+        world.params["rule"] = "error_rate"
         world.secrets |= {str(user_ids["owner"]), uids["owner"]}
         world.settle()
         try:
@@ -369,6 +390,8 @@ def request_for(world: World, rule: str, entry: Entry, role: str) -> tuple[str, 
         params[entry.fresh] = world.fresh(entry.fresh)
     if "<path:key>" in rule:
         params["key"] = world.avatar_key()
+    if "<name>" in rule:
+        params["name"] = "swagger-ui-bundle.js"
     path = _PARAM.sub(lambda m: params[m.group(1)], rule)
     kwargs: dict[str, Any] = {}
     if entry.json is not None:

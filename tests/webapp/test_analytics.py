@@ -7,8 +7,8 @@ from decimal import Decimal
 
 from sqlalchemy import select
 
-from market import analytics
 from market.models import DailyAnalytics, DailyUserAnalytics
+from market.ops import analytics
 
 URL = "/api/v1/advanced/analytics/user/{}"
 

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from sqlalchemy import func, select
 
 from market import ledger
-from market.models import IdempotencyKey, MercadoPagoNotification, Purchase
+from market.models import IdempotencyKey, PaymentEvent, Purchase
 
 BASE = "/api/v1/advanced/credits"
 WEBHOOK = "/api/v1/advanced/webhooks/mercadopago"
@@ -43,9 +43,7 @@ def notification(data_id: str, notification_id: int | None = None) -> dict:
 
 def inbox_rows(db, data_id: str) -> int:
     return db.execute(
-        select(func.count())
-        .select_from(MercadoPagoNotification)
-        .where(MercadoPagoNotification.data_id == data_id)
+        select(func.count()).select_from(PaymentEvent).where(PaymentEvent.data_id == data_id)
     ).scalar_one()
 
 
@@ -168,30 +166,57 @@ def test_webhook_with_bad_signatures_is_refused_and_stores_nothing(client, setti
     body = notification("777000111")
     url = f"{WEBHOOK}?data.id=777000111&type=payment"
     forged = signed("not-the-secret", "777000111", "req-1")
-    stale = signed(secret, "777000111", "req-2", ts=int(time.time() * 1000) - 3600_000)
+    future = signed(secret, "777000111", "req-2", ts=int(time.time() * 1000) + 3600_000)
     other_id = signed(secret, "777000112", "req-3")
-    for headers in ({}, forged, stale, other_id, {"x-signature": "garbage"}):
+    for headers in ({}, forged, future, other_id, {"x-signature": "garbage"}):
         answer = client.post(url, json=body, headers=headers)
         assert answer.status_code == 401, headers
     assert inbox_rows(db, "777000111") == 0
 
 
-def test_webhook_redelivery_collapses_and_other_types_are_ignored(client, settings, db):
+def test_webhook_replays_collapse_on_the_signed_parts(client, settings, db):
     secret = settings.mercadopago_webhook_secret
     data_id = str(888000000 + int(time.time()) % 100000)
     url = f"{WEBHOOK}?data.id={data_id}&type=payment"
-    body = notification(data_id, notification_id=int(data_id) * 10)
-    for request_id in ("a", "b", "a"):
-        answer = client.post(url, json=body, headers=signed(secret, data_id, request_id))
-        assert answer.status_code == 200
+    headers = signed(secret, data_id, "a")
+    # A retry keeps its ts and request id; a replay may change any unsigned body field.
+    answers = [
+        client.post(url, json=notification(data_id, notification_id=n), headers=headers)
+        for n in (1, 2, 3)
+    ]
+    assert [a.get_json()["status"] for a in answers] == ["accepted", "duplicate", "duplicate"]
     assert inbox_rows(db, data_id) == 1
-    order = {**body, "type": "merchant_order", "id": 1}
+    # Another notification of the same payment (its own request id and ts) is its own event.
+    again = client.post(url, json=notification(data_id), headers=signed(secret, data_id, "b"))
+    assert again.get_json()["status"] == "accepted" and inbox_rows(db, data_id) == 2
+
+
+def test_a_correctly_signed_notification_is_accepted_however_old(client, settings, db):
+    secret = settings.mercadopago_webhook_secret
+    data_id = str(889000000 + int(time.time()) % 100000)
+    twenty_minutes_ago = int(time.time() * 1000) - 20 * 60 * 1000
     answer = client.post(
-        f"{WEBHOOK}?data.id={data_id}&type=merchant_order",
-        json=order,
-        headers=signed(secret, data_id, "c"),
+        f"{WEBHOOK}?data.id={data_id}&type=payment",
+        json=notification(data_id),
+        headers=signed(secret, data_id, "late", ts=twenty_minutes_ago),
     )
-    assert answer.status_code == 200 and inbox_rows(db, data_id) == 1
+    assert answer.status_code == 200 and answer.get_json()["status"] == "accepted"
+    row = db.execute(select(PaymentEvent).where(PaymentEvent.data_id == data_id)).scalar_one()
+    assert (row.received_at - row.signed_at).total_seconds() >= 20 * 60
+
+
+def test_unknown_topics_are_recorded_and_answered_200(client, settings, db):
+    secret = settings.mercadopago_webhook_secret
+    data_id = str(890000000 + int(time.time()) % 100000)
+    answer = client.post(
+        f"{WEBHOOK}?data.id={data_id}&type=subscription_preapproval",
+        json={**notification(data_id), "type": "subscription_preapproval"},
+        headers=signed(secret, data_id, "u"),
+    )
+    assert answer.status_code == 200 and answer.get_json() == {"status": "ignored"}
+    row = db.execute(select(PaymentEvent).where(PaymentEvent.data_id == data_id)).scalar_one()
+    assert row.type == "subscription_preapproval"
+    assert row.processed_at is not None and row.job_id is None
 
 
 def test_a_cached_balance_is_read_without_touching_the_database(app, client, alice, user_id_of):

@@ -66,3 +66,50 @@ def test_openapi_document_and_docs(client):
     docs = client.get("/api/docs")
     assert docs.status_code == 200
     assert b"swagger" in docs.data.lower()
+
+
+# Headers each error status requires (RFC 9110, RFC 6585) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("PUT", "/api/v1/advanced/health", {"GET"}),
+        ("TRACE", "/api/v1/advanced/credits/buy", {"POST"}),
+        ("POST", "/api/v1/profile/me", {"GET", "PATCH"}),
+    ],
+)
+def test_a_405_lists_the_allowed_methods(client, method, path, allowed):
+    response = client.open(path, method=method)
+    _is_problem(response, 405)
+    assert {m.strip() for m in response.headers["Allow"].split(",")} >= allowed
+
+
+def test_every_401_carries_a_bearer_challenge(client):
+    for headers in ({}, {"Authorization": "Bearer not-a-token"}, {"Authorization": "Basic x"}):
+        response = client.get("/api/v1/advanced/credits/me", headers=headers)
+        _is_problem(response, 401)
+        assert response.headers["WWW-Authenticate"].startswith("Bearer ")
+
+
+def test_a_refused_mercadopago_notification_names_its_scheme(client):
+    response = client.post("/api/v1/advanced/webhooks/mercadopago", json={"type": "payment"})
+    _is_problem(response, 401)
+    assert response.headers["WWW-Authenticate"].startswith("x-signature ")
+
+
+def test_a_503_says_when_to_retry(app_with, alice):
+    """The database unreachable (nothing listens on port 9): 503 with Retry-After."""
+    down = app_with(database_url="postgresql+psycopg://postgres@127.0.0.1:9/none")
+    response = down.test_client().get("/api/v1/advanced/credits/transactions", headers=alice)
+    _is_problem(response, 503)
+    assert int(response.headers["Retry-After"]) > 0
+
+
+def test_a_429_says_when_to_retry(app_with, alice):
+    limited = app_with(rate_limit_default="1/minute").test_client()
+    limited.get("/api/v1/advanced/credits/packages", headers=alice)
+    response = limited.get("/api/v1/advanced/credits/packages", headers=alice)
+    _is_problem(response, 429)
+    assert int(response.headers["Retry-After"]) >= 0
+    assert response.headers["RateLimit-Limit"] == "1"

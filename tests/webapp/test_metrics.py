@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,7 +19,14 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
-from market.models import MercadoPagoNotification, WebhookDelivery, WebhookEndpoint
+from market.models import (
+    PaymentEvent,
+    WebhookDelivery,
+    WebhookDeliveryAttempt,
+    WebhookEndpoint,
+)
+from market.ops import health
+from market.ops.metrics_buffer import FLUSH_INTERVAL_S
 from tests.support.mercadopago import buy, wait_status
 from tests.support.poll import wait_for
 
@@ -155,9 +163,7 @@ def test_prometheus_ledger_payment_lag_and_delivery_gauges(
     payment = mp_sandbox.pay(checkout["preference_id"])
     purchase = wait_status(app, checkout["purchase_id"], "approved")
     received = db.execute(
-        select(func.min(MercadoPagoNotification.received_at)).where(
-            MercadoPagoNotification.data_id == str(payment["id"])
-        )
+        select(func.min(PaymentEvent.received_at)).where(PaymentEvent.data_id == str(payment["id"]))
     ).scalar_one()
     lag = (purchase.approved_at - received).total_seconds()
     endpoint = WebhookEndpoint(
@@ -167,9 +173,23 @@ def test_prometheus_ledger_payment_lag_and_delivery_gauges(
     db.flush()
     event = f"test.metrics.{uuid.uuid4().hex[:8]}"
     for state in ("succeeded", "failed", "failed", "pending"):
-        db.add(
-            WebhookDelivery(endpoint_id=endpoint.id, event_type=event, payload="{}", state=state)
+        delivery = WebhookDelivery(
+            endpoint_id=endpoint.id, event_type=event, payload="{}", state=state
         )
+        db.add(delivery)
+        db.flush()
+        # Attempts: a 2xx succeeded; a 500 and a timeout (no status) failed.
+        for n, (code, error) in enumerate(((200, None), (500, None), (None, "timed out"))):
+            db.add(
+                WebhookDeliveryAttempt(
+                    delivery_id=delivery.id,
+                    number=n + 1,
+                    trigger="initial",
+                    status_code=code,
+                    duration_ms=3,
+                    error=error,
+                )
+            )
     db.commit()
     after = scrape()
 
@@ -190,13 +210,51 @@ def test_prometheus_ledger_payment_lag_and_delivery_gauges(
     assert _gauge(after, "spartan_payment_credit_lag_seconds", stat="max") >= lag - 0.001
     p50 = _gauge(after, "spartan_payment_credit_lag_seconds", stat="p50")
     assert 0 <= p50 <= _gauge(after, "spartan_payment_credit_lag_seconds", stat="max")
-    assert _gauge(after, "spartan_mercadopago_inbox_unprocessed") >= 0
-    assert _gauge(after, "spartan_mercadopago_inbox_oldest_unprocessed_age_seconds") >= 0
+    assert _gauge(after, "spartan_payment_events_unprocessed") >= 0
+    assert _gauge(after, "spartan_payment_events_oldest_unprocessed_age_seconds") >= 0
+    # Other tests of the run send late retries (20 minutes): only its presence is checked
+    # here; tests/webapp/test_credits.py checks a late event's recorded lateness.
+    assert _gauge(after, "spartan_payment_events_max_lateness_seconds") >= 0
     by_state = {
         state: _gauge(after, "spartan_webhook_deliveries", event_type=event, state=state)
         for state in ("succeeded", "failed", "pending")
     }
     assert by_state == {"succeeded": 1, "failed": 2, "pending": 1}
+    assert delta("spartan_webhook_delivery_attempts_recent", outcome="succeeded") == 4
+    assert delta("spartan_webhook_delivery_attempts_recent", outcome="failed") == 8
+
+
+@pytest.mark.usefixtures("worker")
+def test_prometheus_beat_heartbeat_and_media_disk(client, admin, settings):
+    redis_client = client.application.extensions["spartan.redis"]
+    key = health.beat_heartbeat_key(settings.key_prefix)
+    redis_client.delete(key)
+    families = _families(client.get("/metrics", headers=admin).get_data(as_text=True))
+    # No heartbeat at all: no sample, which an alert rule's absent() sees.
+    assert not families["spartan_beat_heartbeat_timestamp_seconds"].samples
+    stamp = health.write_beat_heartbeat(redis_client, settings.key_prefix, now=1_800_000_000.5)
+    families = _families(client.get("/metrics", headers=admin).get_data(as_text=True))
+    assert _gauge(families, "spartan_beat_heartbeat_timestamp_seconds") == stamp
+    size = _gauge(families, "spartan_media_disk_size_bytes")
+    free = _gauge(families, "spartan_media_disk_free_bytes")
+    assert 0 < free <= size
+    health.write_beat_heartbeat(redis_client, settings.key_prefix)
+
+
+@pytest.mark.usefixtures("worker")
+def test_prometheus_worker_heartbeats(client, admin, settings):
+    """Each worker's last heartbeat; one silent for a day is forgotten."""
+    redis_client = client.application.extensions["spartan.redis"]
+    node = f"w-{uuid.uuid4().hex[:6]}@host"
+    gone = f"gone-{uuid.uuid4().hex[:6]}@host"
+    health.record_worker_heartbeat(redis_client, settings.key_prefix, node, now=1_800_000_000)
+    health.record_worker_heartbeat(
+        redis_client, settings.key_prefix, gone, now=time.time() - 2 * 24 * 3600
+    )
+    families = _families(client.get("/metrics", headers=admin).get_data(as_text=True))
+    assert _gauge(families, "spartan_worker_heartbeat_timestamp_seconds", worker=node) == 1.8e9
+    assert _gauge(families, "spartan_worker_heartbeat_timestamp_seconds", worker=gone) is None
+    redis_client.zrem(health.worker_heartbeats_key(settings.key_prefix), node)
 
 
 def _free_port() -> int:
@@ -267,11 +325,23 @@ def test_request_metrics_are_exact_across_gunicorn_workers_and_a_restart(gunicor
         url = f"{base}/api/v1/advanced/tasks/{uuid.uuid4()}"
         return requests.get(url, headers=alice, timeout=10).status_code
 
-    before = count()
+    def scraped() -> float:
+        auth = {"Authorization": f"Bearer {token}"}
+        text = session.get(f"{base}/metrics", headers=auth, timeout=10).text
+        return sum(
+            s.value
+            for s in _families(text)["spartan_http_requests"].samples
+            if s.name == "spartan_http_requests_total"
+            and s.labels["route"] == "/api/v1/advanced/tasks/<uuid:task_id>"
+        )
+
+    before, scraped_before = count(), scraped()
     with ThreadPoolExecutor(8) as pool:
         first = list(pool.map(hit, range(40)))
     assert first == [404] * 40
-    # One worker dies and is replaced; the counts it made stay counted.
+    # Each worker flushes its counts to Redis within a second (market/ops/metrics_buffer):
+    # once they show, a worker dies and is replaced; the counts it made stay counted.
+    wait_for(lambda: count() - before == 40, what="the first 40 requests to be flushed")
     victim = psutil.Process(proc.pid).children()[0]
     os.kill(victim.pid, signal.SIGKILL)
     wait_for(
@@ -284,14 +354,12 @@ def test_request_metrics_are_exact_across_gunicorn_workers_and_a_restart(gunicor
     with ThreadPoolExecutor(8) as pool:
         second = list(pool.map(hit, range(40)))
     assert second == [404] * 40
+    # Each live worker flushes within a second: then the total is exactly 80 (the dead worker's
+    # 40 included), and stays so.
+    wait_for(lambda: count() - before >= 80, what="the second 40 requests to be flushed")
+    time.sleep(2 * FLUSH_INTERVAL_S)  # one more flush of every worker: nothing counted twice
     assert count() - before == 80
 
-    text = session.get(f"{base}/metrics", headers={"Authorization": f"Bearer {token}"}).text
-    samples = [
-        s
-        for s in _families(text)["spartan_http_requests"].samples
-        if s.name == "spartan_http_requests_total"
-        and s.labels["route"] == "/api/v1/advanced/tasks/<uuid:task_id>"
-    ]
-    # Multiprocess mode: the dead worker's file still counts.
-    assert sum(s.value for s in samples) == 80
+    # Served from the counters every worker flushes to Redis (shared by every process of this
+    # run's prefix): the dead worker's still count.
+    assert scraped() - scraped_before == 80

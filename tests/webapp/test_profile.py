@@ -80,11 +80,71 @@ def test_stale_if_match_is_412_and_changes_nothing(client, alice):
     assert client.get(ME, headers=alice).get_json()["location"] == "Lima"
 
 
-def test_missing_if_match_is_428(client, alice):
+def test_without_if_match_the_write_goes_through(client, alice):
+    """Clients of the earlier API send no If-Match: their writes are unconditional."""
     response = client.patch(ME, json={"bio": "x"}, headers=alice)
-    assert response.status_code == 428
+    assert response.status_code == 200, response.get_json()
+    assert response.headers["ETag"] == client.get(ME, headers=alice).headers["ETag"]
+    assert client.get(ME, headers=alice).get_json()["bio"] == "x"
+
+
+@pytest.mark.parametrize("tag", ['W/""', '"nope"', "0", ""])
+def test_an_if_match_naming_no_current_version_is_412(client, alice, tag):
+    """A weak, stale or malformed tag names no current version (strong comparison)."""
+    response = client.patch(ME, json={"bio": "y"}, headers={**alice, "If-Match": tag})
+    assert response.status_code == 412, response.get_json()
     assert response.mimetype == "application/problem+json"
     assert client.get(ME, headers=alice).get_json()["bio"] is None
+
+
+def test_if_match_star_matches_the_current_version(client, alice):
+    response = client.patch(ME, json={"bio": "any"}, headers={**alice, "If-Match": "*"})
+    assert response.status_code == 200, response.get_json()
+
+
+def test_privacy_takes_an_optional_if_match(client, alice):
+    read = client.get(PRIVACY, headers=alice)
+    etag = read.headers["ETag"]
+    assert client.get(PRIVACY, headers={**alice, "If-None-Match": etag}).status_code == 304
+    first = client.put(PRIVACY, json=ALL_SHOWN, headers={**alice, "If-Match": etag})
+    assert first.status_code == 200, first.get_json()
+    assert first.headers["ETag"] != etag
+    # Another device still holding the first ETag: 412, nothing changes.
+    stale = client.put(PRIVACY, json=ALL_PRIVATE, headers={**alice, "If-Match": etag})
+    assert stale.status_code == 412
+    assert stale.mimetype == "application/problem+json"
+    assert client.get(PRIVACY, headers=alice).get_json()["show_email"] is True
+    # Without If-Match the write is unconditional.
+    plain = client.put(PRIVACY, json=ALL_PRIVATE, headers=alice)
+    assert plain.status_code == 200
+    assert client.get(PRIVACY, headers=alice).get_json()["show_email"] is False
+
+
+@pytest.mark.parametrize("value", [0, 1, "true", None])
+def test_privacy_flags_are_json_booleans(client, alice, value):
+    body = {**ALL_PRIVATE, "show_email": value}
+    response = client.put(PRIVACY, json=body, headers=alice)
+    assert response.status_code == 422, response.get_json()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("display_name", "two\nlines"),
+        ("location", "tab\x0bbed"),
+        ("website", "ftp://example.com"),
+        ("website", "http://Example.com"),
+        ("website", "http://example"),
+    ],
+)
+def test_values_outside_the_documented_patterns_are_refused(client, alice, field, value):
+    response = client.patch(ME, json={field: value}, headers=alice)
+    assert response.status_code == 422, response.get_json()
+
+
+def test_lone_carriage_returns_in_the_bio_become_line_feeds(client, alice):
+    response = client.patch(ME, json={"bio": "one\rtwo\r\nthree"}, headers=alice)
+    assert response.get_json()["bio"] == "one\ntwo\nthree"
 
 
 def test_same_values_make_no_new_version(client, alice):

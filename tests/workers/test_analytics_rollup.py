@@ -12,13 +12,13 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select
 
-from market import analytics
 from market.models import DailyAnalytics, DailyUserAnalytics, Purchase
 from market.models.base import utcnow
+from market.ops import analytics
 from tests.support import images
 from tests.support.mercadopago import balance, buy, wait_status
 from tests.support.poll import wait_for
-from workers import maintenance
+from workers.maintenance import analytics as analytics_tasks
 
 URL = "/api/v1/advanced/analytics/user/{}"
 UPLOAD = "/api/v1/advanced/profile/avatar/upload"
@@ -30,7 +30,7 @@ def _days(first: date, last: date) -> list[date]:
 
 def _rollup(days: list[date]) -> None:
     for day in days:
-        maintenance.rollup_analytics.delay(day=day.isoformat()).get(timeout=60)
+        analytics_tasks.rollup_analytics.delay(day=day.isoformat()).get(timeout=60)
 
 
 def _figures(db, user_id, days: list[date]) -> dict[str, object]:

@@ -17,7 +17,7 @@ from kombu import Queue
 from kombu.exceptions import ChannelError
 
 from bench import harness
-from market import health
+from market.ops import health
 from tests.support.broker import drop_amqp_entities
 from workers.app import app as celery_app
 from workers.app import config_for

@@ -8,11 +8,15 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from market import ledger, refunds
-from market.models import LedgerTransaction, MercadoPagoNotification
+from market import ledger
+from market.models import LedgerTransaction, PaymentEvent
 from market.models.base import utcnow
+from market.payments import refunds
 from tests.support.mercadopago import balance, buy, purchase_row
-from workers import maintenance, payments
+from tests.support.poll import wait_for
+from workers import payments
+from workers.maintenance import ledger as ledger_tasks
+from workflows import sweeps
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -61,30 +65,35 @@ def test_payment_tasks_run_twice_take_effect_once(app, client, alice, user_id_of
     assert reversals == 2  # the sale and one reversal
 
 
-def test_requeue_processes_a_stale_notification_once(app, client, alice, mp_sandbox):
+def test_requeue_processes_a_stale_payment_event_once(app, client, alice, mp_sandbox):
     checkout = buy(client, alice)
     payment = mp_sandbox.pay(checkout["preference_id"], webhook="withhold")
     with app.extensions["spartan.sessions"]() as session:
-        row = MercadoPagoNotification(
+        row = PaymentEvent(
             dedupe_key=f"test:{uuid.uuid4()}",
             type="payment",
             data_id=str(payment["id"]),
+            payment_id=payment["id"],
             received_at=utcnow() - timedelta(hours=1),
         )
         session.add(row)
         session.commit()
         row_id = row.id
-    first = maintenance.requeue_notifications(older_than_s=60)
-    second = maintenance.requeue_notifications(older_than_s=60)
-    assert first["processed"] >= 1 and second["requeued"] == 0
-    with app.extensions["spartan.sessions"]() as session:
-        assert session.get(MercadoPagoNotification, row_id).processed_at is not None
+    first = sweeps.requeue_payment_events(older_than_s=60)
+    second = sweeps.requeue_payment_events(older_than_s=60)
+    assert first["requeued"] >= 1 and second["requeued"] == 0
+
+    def processed():
+        with app.extensions["spartan.sessions"]() as session:
+            return session.get(PaymentEvent, row_id).processed_at is not None
+
+    wait_for(processed, what="the event processed by its settlement job")
     assert balance(client, alice) == 100
 
 
 def test_ledger_check_twice_reports_no_drift(db):
     for _ in range(2):
-        report = maintenance.check_ledger()
+        report = ledger_tasks.check_ledger()
         assert report["drift"] == report["unbalanced_transactions"] == 0
         assert report["grand_total"] == 0
     assert ledger.check_parity(db)["negative"] == 0

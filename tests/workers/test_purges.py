@@ -11,25 +11,25 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select
 
-from market import purge
 from market.models import (
     IdempotencyKey,
-    MercadoPagoNotification,
     MercadoPagoPayment,
+    PaymentEvent,
     PaymentRefund,
     Purchase,
     WebhookDelivery,
     WebhookEndpoint,
 )
 from market.models.base import utcnow
-from workers import maintenance
+from market.ops import purges
+from workers.maintenance import purges as purge_tasks
 
 DAY = timedelta(days=1)
 
 
 def _inbox(db, *, processed_ago, received_ago=None):
     now = utcnow()
-    row = MercadoPagoNotification(
+    row = PaymentEvent(
         dedupe_key=f"test-purge:{uuid.uuid4()}",
         type="payment",
         data_id=str(random.randrange(10**9, 10**12)),
@@ -91,7 +91,7 @@ def _exists(db, model, *pk) -> bool:
 @pytest.mark.usefixtures("worker")
 def test_each_purge_removes_only_what_is_past_retention(db, settings, alice, user_id_of):
     uid = user_id_of(alice)
-    inbox_days = timedelta(days=settings.inbox_retention_days)
+    inbox_days = timedelta(days=settings.payment_event_retention_days)
     delivery_days = timedelta(days=settings.delivery_retention_days)
     key_ttl = timedelta(hours=settings.idempotency_key_ttl_hours)
     purchase_days = timedelta(days=settings.expired_purchase_retention_days)
@@ -142,14 +142,14 @@ def test_each_purge_removes_only_what_is_past_retention(db, settings, alice, use
     db.commit()
     ids = [(type(r), _pk(r)) for r in gone], [(type(r), _pk(r)) for r in kept]
 
-    first = maintenance.purge_records.delay().get(timeout=60)["purged"]
-    for name in ("inbox", "idempotency_keys", "expired_purchases"):
+    first = purge_tasks.purge_records.delay().get(timeout=60)["purged"]
+    for name in ("payment_events", "idempotency_keys", "expired_purchases"):
         assert first[name] >= 1, (name, first)
     assert first["deliveries"] >= 2, first
     assert [model.__name__ for model, pk in ids[0] if _exists(db, model, *pk)] == []
     assert [model.__name__ for model, pk in ids[1] if not _exists(db, model, *pk)] == []
 
-    second = maintenance.purge_records.delay().get(timeout=60)["purged"]
+    second = purge_tasks.purge_records.delay().get(timeout=60)["purged"]
     assert set(second.values()) == {0}, second
 
 
@@ -160,24 +160,20 @@ def _pk(row):
 
 
 def test_purges_work_in_bounded_batches(db, settings):
-    before = utcnow() - timedelta(days=settings.inbox_retention_days)
+    before = utcnow() - timedelta(days=settings.payment_event_retention_days)
     rows = [
-        _inbox(db, processed_ago=timedelta(days=settings.inbox_retention_days + 2 + i))
+        _inbox(db, processed_ago=timedelta(days=settings.payment_event_retention_days + 2 + i))
         for i in range(5)
     ]
     db.flush()
     ours = [r.id for r in rows]
 
     def left() -> int:
-        return len(
-            db.execute(
-                select(MercadoPagoNotification.id).where(MercadoPagoNotification.id.in_(ours))
-            ).all()
-        )
+        return len(db.execute(select(PaymentEvent.id).where(PaymentEvent.id.in_(ours))).all())
 
     # Oldest first, never more than `limit` per call (other tests' old rows may share a batch).
     sizes = []
-    while (batch := purge.processed_inbox(db, before=before, limit=2)).deleted:
+    while (batch := purges.processed_payment_events(db, before=before, limit=2)).deleted:
         assert batch.deleted <= 2
         sizes.append(batch.deleted)
     assert left() == 0 and sum(sizes) >= 5 and len(sizes) >= 3

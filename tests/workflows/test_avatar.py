@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
-from market import avatars
+from market.media import avatars
 from market.models import Job, MediaFile, Notification, Profile
 from market.models.base import utcnow
 from tests.support import images
@@ -226,7 +226,9 @@ def test_bad_image_data_fails_once_and_leaves_nothing(client, alice, db, user_id
     steps = {s.name: s for s in row.steps}
     assert steps["process_avatar"].state == "failed"
     assert steps["process_avatar"].attempts == 1
-    assert "InvalidImageError" in steps["process_avatar"].error
+    assert "InvalidImageError" in steps["process_avatar"].error_detail
+    assert steps["process_avatar"].error_code == "invalid-image"
+    assert steps["process_avatar"].error == "corrupt or truncated image"
     assert steps["activate_avatar"].state == "skipped"
     assert db.get(MediaFile, media.id).state == "failed"
     assert db.get(Profile, uid).avatar_media_id is None
@@ -243,7 +245,7 @@ def _age(path: Path, days: float) -> None:
 def test_purge_media_removes_old_staged_and_orphaned_files(
     client, alice, db, user_id_of, media_root
 ):
-    from workers.maintenance import purge_media
+    from workers.maintenance.media import purge_media
 
     body = upload(client, alice, images.plain_jpeg()).get_json()
     assert finished(client, alice, body["status_url"])["state"] == "succeeded"

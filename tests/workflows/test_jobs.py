@@ -51,7 +51,7 @@ def test_a_workflow_runs_its_steps_in_order_and_succeeds(client, db, user_id_of,
 
 
 def test_a_failing_step_fails_the_job_with_its_reason_and_skips_the_rest(
-    client, db, user_id_of, alice, run_id
+    client, db, user_id_of, alice, admin, run_id
 ):
     key = f"{run_id}:fail:{uuid.uuid4().hex}"
     steps = [
@@ -64,10 +64,38 @@ def test_a_failing_step_fails_the_job_with_its_reason_and_skips_the_rest(
     body = _finished(client, alice, job_id)
 
     assert body["state"] == "failed"
-    assert "the card was declined" in body["error"]
     assert [s["state"] for s in body["steps"]] == ["succeeded", "failed", "skipped"]
-    assert "ValueError" in body["steps"][1]["error"]
+    # The owner sees a stable code and a safe message; an unexpected exception's text is an
+    # internal detail, kept for administrators (issue 15, item 3).
+    assert body["error_code"] == body["steps"][1]["error_code"] == "internal-error"
+    assert "internal error" in body["error"] and "card" not in body["error"]
+    assert "error_detail" not in body and "error_detail" not in body["steps"][1]
+    seen_by_admin = _get(client, admin, job_id).get_json()
+    assert "the card was declined" in seen_by_admin["error_detail"]
+    assert "ValueError" in seen_by_admin["steps"][1]["error_detail"]
+    assert seen_by_admin["error"] == body["error"]
     assert runtime.redis_client().lrange(key, 0, -1) == [b"a"]
+
+
+def test_a_provider_failure_shows_users_a_code_not_its_addresses(
+    client, db, user_id_of, alice, admin
+):
+    host = "mp-internal.example.net"
+    job_id = _start(
+        db, user_id_of(alice), [StepSpec("maintenance.test_provider_down", {"host": host})]
+    )
+
+    body = _finished(client, alice, job_id)
+
+    assert body["state"] == "failed"
+    assert body["error_code"] == "provider-unavailable"
+    assert body["error"] == "The payment provider is unavailable"
+    # Before the fix the owner read "ProviderTransientError('MercadoPago unreachable:
+    # HTTPConnectionPool(host=…, port=…)…')" here.
+    assert all(host not in str(v) for v in (body["error"], body["steps"]))
+    assert "HTTPConnectionPool" not in _get(client, alice, job_id).get_data(as_text=True)
+    detail = _get(client, admin, job_id).get_json()["error_detail"]
+    assert detail.startswith("ProviderTransientError: MercadoPago unreachable") and host in detail
 
 
 def test_another_user_cannot_see_the_job_but_an_admin_can(

@@ -8,11 +8,12 @@ import pytest
 from sqlalchemy import func, select
 
 from market.models import (
+    Job,
     LedgerTransaction,
-    MercadoPagoNotification,
     Notification,
+    PaymentEvent,
 )
-from tests.support.mercadopago import balance, buy, purchase_row, wait_status
+from tests.support.mercadopago import balance, buy, purchase_row, reconcile, wait_status
 from tests.support.poll import wait_for
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -38,9 +39,9 @@ def processed(app, payment_id: int, n: int) -> bool:
     return (
         count(
             app,
-            MercadoPagoNotification,
-            MercadoPagoNotification.data_id == str(payment_id),
-            MercadoPagoNotification.processed_at.is_not(None),
+            PaymentEvent,
+            PaymentEvent.data_id == str(payment_id),
+            PaymentEvent.processed_at.is_not(None),
         )
         >= n
     )
@@ -51,8 +52,15 @@ def test_approved_purchase_credits_once(app, client, alice, user_id_of, mp_sandb
     assert checkout["preference_id"] and checkout["init_point"]
     assert checkout["checkout_url"] == checkout["sandbox_init_point"]
     pref = mp_sandbox.app.extensions["mercadopago_sandbox"].preference(checkout["preference_id"])
-    assert pref["notification_url"].endswith("/api/v1/advanced/webhooks/mercadopago")
+    # Webhooks only: no legacy IPN copy of each notification.
+    assert pref["notification_url"].endswith(
+        "/api/v1/advanced/webhooks/mercadopago?source_news=webhooks"
+    )
     assert pref["auto_return"] == "approved" and pref["expires"] is True
+    row = purchase_row(app, checkout["purchase_id"])
+    # The preference expires with the purchase, for cash and ticket payments too.
+    expiry = row.expires_at.isoformat(timespec="milliseconds")
+    assert pref["expiration_date_to"] == pref["date_of_expiration"] == expiry
     assert pref["items"][0]["unit_price"] == 45
 
     payment = mp_sandbox.pay(checkout["preference_id"])
@@ -86,8 +94,8 @@ def test_ten_concurrent_copies_of_a_webhook_credit_once(app, client, alice, mp_s
     )
     wait_status(app, checkout["purchase_id"], "approved")
     wait_for(lambda: processed(app, payment["id"], 1), what="inbox processed")
-    inbox = MercadoPagoNotification.data_id == str(payment["id"])
-    assert count(app, MercadoPagoNotification, inbox) == 1
+    inbox = PaymentEvent.data_id == str(payment["id"])
+    assert count(app, PaymentEvent, inbox) == 1
     assert balance(client, alice) == 100
     ref = f"mercadopago:payment:{payment['id']}"
     assert count(app, LedgerTransaction, LedgerTransaction.reference == ref) == 1
@@ -121,18 +129,25 @@ def test_provider_down_then_back_still_settles(app, client, alice, mp_sandbox):
 
 
 def test_withheld_webhook_settles_by_reconciliation(app, client, alice, mp_sandbox):
-    from workers.maintenance import reconcile_purchases
-
     checkout = buy(client, alice, "credits-1000")
     payment = mp_sandbox.pay(checkout["preference_id"], webhook="withhold")
     assert mp_sandbox.webhooks(payment["id"]) == []
-    # A run takes the `limit` quietest pending purchases; the suite leaves many unpaid ones
-    # (fuzzing, access checks), so this one, the newest, must fit under the limit.
-    first = reconcile_purchases(older_than_s=0, limit=10_000)
-    second = reconcile_purchases(older_than_s=0, limit=10_000)
+    first = reconcile(app, checkout["purchase_id"])
+    assert first["purchases"] == 1 and first["payments"] == 1
+    # The settlement it started is queued or running, or done: either way, none again.
+    second = reconcile(app, checkout["purchase_id"])
     assert first["settled"] >= 1 and second["settled"] == 0
-    assert purchase_row(app, checkout["purchase_id"]).status == "approved"
+    wait_status(app, checkout["purchase_id"], "approved")
     assert balance(client, alice) == 1000
+    assert reconcile(app)["settled"] == 0
+    # The settlement was a job of the buyer's, with its steps (no inline settling).
+    with app.extensions["spartan.sessions"]() as session:
+        job = session.execute(
+            select(Job).where(Job.subject == f"mercadopago-payment:{payment['id']}")
+        ).scalar_one()
+        assert job.owner_id == purchase_row(app, checkout["purchase_id"]).user_id
+        # No refund is due, so no refund step; the notification went out after apply's commit.
+        assert [s.name for s in job.steps] == ["apply_payment"]
 
 
 def test_second_payment_of_a_paid_purchase_is_refunded(app, client, alice, user_id_of, mp_sandbox):
@@ -149,7 +164,7 @@ def test_second_payment_of_a_paid_purchase_is_refunded(app, client, alice, user_
 def test_payment_after_expiry_is_refunded(app, client, alice, mp_sandbox):
     from market.models import Purchase
     from market.models.base import utcnow
-    from workers.maintenance import expire_purchases
+    from workflows.sweeps import expire_purchases
 
     checkout = buy(client, alice)
     with app.extensions["spartan.sessions"]() as session:
@@ -222,8 +237,8 @@ def test_webhook_to_credit_latency(app, client, make_user, mp_sandbox, capsys):
         row = wait_status(app, checkout["purchase_id"], "approved")
         with app.extensions["spartan.sessions"]() as session:
             received = session.execute(
-                select(func.min(MercadoPagoNotification.received_at)).where(
-                    MercadoPagoNotification.data_id == str(payment["id"])
+                select(func.min(PaymentEvent.received_at)).where(
+                    PaymentEvent.data_id == str(payment["id"])
                 )
             ).scalar_one()
             assert session.get(Purchase, row.id).approved_at is not None
@@ -235,3 +250,27 @@ def test_webhook_to_credit_latency(app, client, make_user, mp_sandbox, capsys):
             f"p90 {statistics.quantiles(latencies, n=10)[-1]:.0f} ms, max {max(latencies):.0f} ms"
         )
     assert median < 2000
+
+
+def test_admin_refund_honours_idempotency_key(app, client, alice, admin, mp_sandbox):
+    """Same key, same purchase: the same 202 again and one refund; the key on another
+    purchase: 422, nothing refunded."""
+    first, second = buy(client, alice), buy(client, alice)
+    for checkout in (first, second):
+        mp_sandbox.pay(checkout["preference_id"])
+        wait_status(app, checkout["purchase_id"], "approved")
+    url = "/api/v1/advanced/credits/purchases/{}/refund"
+    key = {"Idempotency-Key": f"refund-{uuid.uuid4()}"}
+    answer = client.post(url.format(first["purchase_id"]), headers={**admin, **key})
+    assert answer.status_code == 202, answer.get_json()
+    again = client.post(url.format(first["purchase_id"]), headers={**admin, **key})
+    assert again.status_code == 202, again.get_json()
+    assert again.get_json() == answer.get_json()
+    assert again.headers["Location"] == answer.headers["Location"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    other = client.post(url.format(second["purchase_id"]), headers={**admin, **key})
+    assert other.status_code == 422
+    assert other.get_json()["type"].endswith("/idempotency-key-reused")
+    wait_status(app, first["purchase_id"], "refunded")
+    assert purchase_row(app, second["purchase_id"]).status == "approved"
+    assert balance(client, alice) == 100

@@ -10,8 +10,8 @@ import marshmallow as ma
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from market import analytics
 from market.errors import NotFoundError, ValidationError
+from market.ops import analytics
 from webapp import db
 from webapp.auth import current_user, login_required
 from webapp.errors import ProblemSchema

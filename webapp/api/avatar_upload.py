@@ -11,8 +11,8 @@ from flask_smorest import Blueprint
 from flask_smorest.fields import Upload
 from werkzeug.datastructures import FileStorage
 
-from market import avatars
-from market.errors import UploadTooLargeError
+from market.errors import UploadTooLargeError, ValidationError
+from market.media import avatars
 from webapp import db
 from webapp.api.profile import media
 from webapp.api.tasks import accepted
@@ -32,8 +32,17 @@ blp = Blueprint(
 MULTIPART_SLACK = 64 * 1024
 
 
+IMAGE_TYPES = "image/jpeg, image/png, image/webp"
+
+
 class UploadSchema(ma.Schema):
-    file = Upload(required=True, metadata={"description": "A JPEG, PNG or WebP image"})
+    file = Upload(
+        required=True,
+        metadata={
+            "description": "A JPEG, PNG or WebP image (its bytes decide, not its declared type)",
+            "minLength": 1,
+        },
+    )
 
 
 class AvatarAcceptedSchema(AcceptedSchema):
@@ -65,8 +74,18 @@ class AvatarUpload(MethodView):
     @blp.alt_response(413, schema=ProblemSchema, description="The file is too large")
     @blp.alt_response(415, schema=ProblemSchema, description="Not a JPEG, PNG or WebP image")
     @blp.alt_response(422, schema=ProblemSchema, description="Too many pixels, or corrupt")
+    @blp.doc(
+        requestBody={
+            "content": {"multipart/form-data": {"encoding": {"file": {"contentType": IMAGE_TYPES}}}}
+        }
+    )
     def post(self, files: dict[str, FileStorage]) -> Any:
         """Upload a new avatar (multipart `file`); it becomes the avatar once processed."""
+        if request.form:
+            # The document's form has one part, `file`: any other is a client's mistake.
+            raise ValidationError(
+                "unexpected form fields", errors={"form": sorted(request.form.keys())}
+            )
         user = current_user()
         storage, policy = media()
         data = _read_capped(files["file"], policy.max_bytes)

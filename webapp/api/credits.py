@@ -7,34 +7,37 @@ from collections.abc import Callable
 from typing import Any
 
 import marshmallow as ma
-from flask import current_app, request
+from flask import current_app, request, url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from sqlalchemy.orm import Session
 
-from market import idempotency, ledger, purchases, refunds
+from market import idempotency, ledger
 from market.cache import Cache
-from webapp import db
+from market.db import autocommit
+from market.payments import purchases, refunds
+from market.payments.catalogue import PACKAGE_IDS
+from webapp import db, read_ahead
 from webapp.api.tasks import accepted
-from webapp.auth import admin_required, current_user, current_user_id, login_required
+from webapp.auth import (
+    admin_required,
+    current_user,
+    current_user_id,
+    known_user_id,
+    login_required,
+)
 from webapp.errors import ProblemSchema
+from webapp.schemas import (
+    IDEMPOTENCY_DOC,
+    Blueprint,
+    CursorArgs,
+    cursor_or_numbered_page,
+)
 from workflows.purchase import start_purchase
 from workflows.refund import start_refund
 
 blp = Blueprint("credits", __name__, url_prefix="/api/v1/advanced/credits", description="Credits")
 
 RECENT = 10
-IDEMPOTENCY_DOC = {
-    "parameters": [
-        {
-            "in": "header",
-            "name": "Idempotency-Key",
-            "required": False,
-            "schema": {"type": "string", "maxLength": idempotency.MAX_KEY_LENGTH},
-            "description": "Same key and body: the same answer again; other body: 422.",
-        }
-    ]
-}
 
 Answer = tuple[Any, int, dict[str, str]]
 
@@ -47,13 +50,18 @@ class PackageSchema(ma.Schema):
 
 
 class BuySchema(ma.Schema):
-    package_id = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=32))
+    package_id = ma.fields.String(
+        required=True,
+        validate=ma.validate.OneOf(PACKAGE_IDS, error="Unknown package."),
+        metadata={"description": "One of the packages of GET /credits/packages"},
+    )
 
 
 class AcceptedPurchaseSchema(ma.Schema):
     task_id = ma.fields.String()
     status_url = ma.fields.String()
     purchase_id = ma.fields.String()
+    purchase_url = ma.fields.String(metadata={"description": "Follow the purchase here"})
 
 
 class SpendSchema(ma.Schema):
@@ -98,11 +106,11 @@ def transaction_view(txn: Any) -> dict[str, Any]:
 
 def idempotent(scope: str, payload: Any, work: Callable[[Session], Answer]) -> Answer:
     """Run `work` once per (user, Idempotency-Key) and commit; a replay answers the same."""
-    user = current_user()
+    user_id = current_user_id()  # no round trip once this process knows the caller
     session = db.session()
     key = request.headers.get("Idempotency-Key")
     if key is not None:
-        replay = idempotency.claim(session, user_id=user.id, key=key, scope=scope, payload=payload)
+        replay = idempotency.claim(session, user_id=user_id, key=key, scope=scope, payload=payload)
         if replay is not None:
             session.rollback()
             headers = {**replay.headers, "Idempotent-Replayed": "true"}
@@ -110,7 +118,7 @@ def idempotent(scope: str, payload: Any, work: Callable[[Session], Answer]) -> A
     body, status, headers = work(session)
     if key is not None:
         idempotency.save(
-            session, user_id=user.id, key=key, status=status, body=body, headers=headers
+            session, user_id=user_id, key=key, status=status, body=body, headers=headers
         )
     session.commit()
     return body, status, headers
@@ -144,7 +152,11 @@ class Buy(MethodView):
                 ttl_minutes=settings.purchase_ttl_minutes,
             )
             job = start_purchase(session, owner_id=user.id, purchase_id=purchase.id)
-            body, status, headers = accepted(job, purchase_id=str(purchase.id))
+            body, status, headers = accepted(
+                job,
+                purchase_id=str(purchase.id),
+                purchase_url=url_for("purchase_status.PurchaseById", purchase_id=purchase.id),
+            )
             return {**body, "task_id": str(body["task_id"])}, status, headers
 
         return idempotent("credits.buy", data, work)
@@ -157,16 +169,25 @@ class Balance(MethodView):
     def get(self) -> dict[str, Any]:
         """The caller's balance and latest movements (cached; dropped on every change)."""
         user_id = current_user_id()
-        session = db.session()
 
-        def load() -> dict[str, Any]:
-            recent, _ = ledger.history(session, user_id=user_id, limit=RECENT)
+        def load() -> dict[str, Any]:  # a cache hit opens no session
+            session = db.session()
+            recent, _ = ledger.history_page(session, user_id=user_id, limit=RECENT)
             return {
                 "balance": ledger.balance(session, user_id),
                 "recent": [transaction_view(t) for t in recent],
             }
 
         return cache().get_or_load("balance", str(user_id), load)
+
+
+def _balance_entry() -> tuple[str, str] | None:
+    user_id = known_user_id()
+    return ("balance", str(user_id)) if user_id is not None else None
+
+
+# The balance's cache read goes in the rate limiter's round trip (webapp/read_ahead.py).
+read_ahead.declare("credits.Balance", "GET", _balance_entry)
 
 
 @blp.route("/spend")
@@ -179,34 +200,47 @@ class Spend(MethodView):
     @blp.doc(**IDEMPOTENCY_DOC)
     def post(self, data: dict[str, Any]) -> Answer:
         """Debit credits now; 409 when the balance is short."""
-        user = current_user()
+        user_id = current_user_id()
 
         def work(session: Session) -> Answer:
             posting, balance = ledger.spend(
-                session, user_id=user.id, amount=data["amount"], description=data["description"]
+                session, user_id=user_id, amount=data["amount"], description=data["description"]
             )
             return {"transaction_id": str(posting.transaction_id), "balance": balance}, 201, {}
 
+        if request.headers.get("Idempotency-Key") is None:
+            # The spend is one statement: run alone, it needs no BEGIN or COMMIT round trip.
+            autocommit(db.session())
         answer = idempotent("credits.spend", data, work)
-        cache().invalidate("balance", str(user.id))
+        cache().invalidate("balance", str(user_id))
         return answer
 
 
 @blp.route("/transactions")
 class Transactions(MethodView):
     @login_required
+    @blp.arguments(CursorArgs, location="query", error_status_code=400)
     @blp.response(200, TransactionSchema(many=True))
     @blp.paginate()
-    def get(self, pagination_parameters: Any) -> list[Any]:
-        """The caller's ledger transactions, newest first (X-Pagination header)."""
-        rows, total = ledger.history(
-            db.session(),
-            user_id=current_user().id,
-            offset=pagination_parameters.first_item,
-            limit=pagination_parameters.page_size,
+    def get(self, args: dict[str, Any], pagination_parameters: Any) -> Answer:
+        """The caller's ledger transactions, newest first.
+
+        Numbered pages (`page`, X-Pagination with the total, counted up to what page 1000
+        reaches) up to page 1000; any depth, at the same cost, with the `cursor` of the
+        `Link: rel="next"` header every page carries (cursor pages are not counted: no
+        X-Pagination).
+        """
+        session, user_id = db.session(), current_user_id()
+        return cursor_or_numbered_page(
+            args,
+            pagination_parameters,
+            by_cursor=lambda cursor, limit: ledger.history_page(
+                session, user_id=user_id, cursor=cursor, limit=limit
+            ),
+            numbered=lambda offset, limit, count_up_to: ledger.history(
+                session, user_id=user_id, offset=offset, limit=limit, count_up_to=count_up_to
+            ),
         )
-        pagination_parameters.item_count = total
-        return rows
 
 
 @blp.route("/purchases/<uuid:purchase_id>/refund")
@@ -215,13 +249,25 @@ class Refund(MethodView):
     @blp.response(202, AcceptedRefundSchema)
     @blp.alt_response(404, schema=ProblemSchema)
     @blp.alt_response(409, schema=ProblemSchema)
+    @blp.alt_response(422, schema=ProblemSchema, description="Idempotency-Key reused or invalid")
+    @blp.doc(**IDEMPOTENCY_DOC)
     def post(self, purchase_id: uuid.UUID) -> Answer:
         """Refund a purchase at MercadoPago (admin); 409 when its credits were spent."""
         admin = current_user()
-        session = db.session()
-        refund = refunds.request_refund(session, purchase_id=purchase_id, requested_by=admin.id)
-        purchase = purchases.get_purchase(session, purchase_id)
-        job = start_refund(session, owner_id=admin.id, refund_id=refund.id, purchase_id=purchase_id)
-        session.commit()
-        cache().invalidate("balance", str(purchase.user_id))
-        return accepted(job, refund_id=str(refund.id))
+        owners: list[uuid.UUID] = []
+
+        def work(session: Session) -> Answer:
+            refund = refunds.request_refund(session, purchase_id=purchase_id, requested_by=admin.id)
+            owners.append(purchases.get_purchase(session, purchase_id).user_id)
+            job = start_refund(
+                session, owner_id=admin.id, refund_id=refund.id, purchase_id=purchase_id
+            )
+            body, status, headers = accepted(job, refund_id=str(refund.id))
+            return {**body, "task_id": str(body["task_id"])}, status, headers
+
+        # The "body" of a refund is the purchase it names: the same key for another purchase
+        # is another request (422).
+        answer = idempotent("credits.refund", {"purchase_id": str(purchase_id)}, work)
+        for owner in owners:
+            cache().invalidate("balance", str(owner))
+        return answer

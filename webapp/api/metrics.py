@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 import uuid
 from collections.abc import Callable
@@ -11,14 +10,14 @@ from typing import Any
 
 import marshmallow as ma
 import redis
-from flask import Response, current_app, request
+from flask import Response, current_app
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from market import analytics, health, metrics
 from market.errors import ServiceUnavailableError
+from market.ops import gauges, health, metrics
 from webapp import db
-from webapp.auth import admin_required, current_user
+from webapp.auth import admin_required, current_user, operator_token_ok
 from webapp.errors import ProblemSchema
 from workflows import control
 
@@ -164,16 +163,6 @@ class System(MethodView):
         return report
 
 
-def _metrics_token_ok() -> bool:
-    expected = current_app.extensions["spartan.settings"].metrics_token
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    return bool(
-        expected
-        and scheme.lower() == "bearer"
-        and hmac.compare_digest(given.strip().encode(), expected.encode())
-    )
-
-
 @prometheus_blp.route("/metrics")
 class Prometheus(MethodView):
     @prometheus_blp.doc(security=[{"bearerAuth": []}])
@@ -185,13 +174,15 @@ class Prometheus(MethodView):
 
         Needs an admin token or `Authorization: Bearer <METRICS_TOKEN>`.
         """
-        if not _metrics_token_ok():
+        if not operator_token_ok():
             user = current_user()
             if not user.is_admin:
                 from flask_smorest import abort
 
                 abort(403, message="administrators or the metrics token only")
-        body, content_type = metrics.exposition([metrics.GaugeCollector(_domain_gauges)])
+        body, content_type = metrics.exposition(
+            [metrics.HttpCollector(_recorder()), metrics.GaugeCollector(_domain_gauges)]
+        )
         return Response(body, content_type=content_type)
 
 
@@ -199,18 +190,19 @@ Gauges = dict[str, tuple[str, list[str], list[Any]]]
 
 
 def _domain_gauges() -> Gauges:
-    """Queue depths, jobs, payment lag, deliveries and ledger totals, read at scrape time.
+    """Queue depths, jobs, payment lag, deliveries, ledger totals, beat's heartbeat and the media
+    disk, read at scrape time.
 
     A probe that fails (a dependency down) leaves its families out instead of failing the scrape.
     """
     settings = current_app.extensions["spartan.settings"]
     queues = {q: control.queue_name(q) for q in control.QUEUES}
     keyprefix = settings.celery_queue_prefix
-    gauges: Gauges = {}
+    found: Gauges = {}
 
     def probe(what: str, read: Callable[[], Gauges]) -> None:
         try:
-            gauges.update(read())
+            found.update(read())
         except Exception as exc:  # reported as missing series, and logged
             log.warning("metrics probe %s failed: %s", what, exc)
 
@@ -232,6 +224,49 @@ def _domain_gauges() -> Gauges:
             ),
         }
 
+    def beat_gauges() -> Gauges:
+        stamp = health.beat_heartbeat_at(
+            current_app.extensions["spartan.redis"], settings.key_prefix
+        )
+        # No heartbeat recorded: no sample, so `absent()` in an alert rule sees it.
+        return {
+            "spartan_beat_heartbeat_timestamp_seconds": (
+                "Unix time of the last beat heartbeat (maintenance.beat_heartbeat, every 30 s)",
+                [],
+                [] if stamp is None else [(stamp,)],
+            )
+        }
+
+    def disk_gauges() -> Gauges:
+        total, free = metrics.disk_bytes(settings.media_root)
+        return {
+            "spartan_media_disk_free_bytes": (
+                "Bytes free on the disk holding MEDIA_ROOT",
+                [],
+                [(free,)],
+            ),
+            "spartan_media_disk_size_bytes": (
+                "Size in bytes of the disk holding MEDIA_ROOT",
+                [],
+                [(total,)],
+            ),
+        }
+
+    def worker_gauges() -> Gauges:
+        beats = health.worker_heartbeats(
+            current_app.extensions["spartan.redis"], settings.key_prefix
+        )
+        return {
+            "spartan_worker_heartbeat_timestamp_seconds": (
+                "Unix time of each Celery worker's last heartbeat (sent every 2 s)",
+                ["worker"],
+                sorted(beats.items()),
+            )
+        }
+
     probe("queues", queue_gauges)
-    probe("database", lambda: analytics.operations_gauges(db.session()))
-    return gauges
+    probe("workers", worker_gauges)
+    probe("database", lambda: gauges.operations_gauges(db.session()))
+    probe("beat", beat_gauges)
+    probe("disk", disk_gauges)
+    return found

@@ -1,31 +1,36 @@
-"""MercadoPago notifications: verify the signature, store in the inbox, start settlement.
+"""MercadoPago payment events: verify the signature, store the event, start its settlement.
 
-No bearer auth: the x-signature HMAC is the authentication. Unsigned, badly signed or stale
-requests get 401 and leave nothing behind; so do a signed body that is not a JSON object or
-holds NUL characters (400), and one larger than any notification (413, unread). A
-notification that names no storable payment id (ASCII digits within BIGINT) is answered 200
-"ignored". A stored notification answers 200 at once; the work (asking MercadoPago for the
-payment, applying it) happens in the settlement job.
+No bearer auth: the x-signature HMAC is the authentication (market/payments/mercadopago/
+signature.py: the SDK's validator, any age). Every form MercadoPago sends ends as "fetch this
+payment and settle it": webhooks (`?data.id=&type=payment`), legacy IPN (`?id=&topic=payment`),
+merchant orders (`merchant_order`: fetched, then each of its payments) and chargebacks
+(`topic_chargebacks_wh`: the chargeback fetched, then its payment). Copies and replays carry
+the same signed parts and answer 200 "duplicate"; other topics are recorded and answered 200
+"ignored", as is a payment id that cannot be one. Unsigned or badly signed requests get 401
+and leave nothing behind; so does a signed body that is not a JSON object or holds NUL
+characters (400), and one larger than any notification (413, unread).
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import uuid
+from datetime import timedelta
 from typing import Any
 
 from flask import current_app, request
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
-from sqlalchemy import update
-from sqlalchemy.dialects.postgresql import insert
 
-from market import settlement
 from market.errors import WebhookSignatureError
-from market.models import MercadoPagoNotification
-from market.mp_signature import InvalidSignatureError, verify_notification
+from market.models.base import utcnow
+from market.payments.mercadopago import events
+from market.payments.mercadopago.signature import InvalidSignatureError, verify_notification
 from webapp import db
 from webapp.errors import ProblemSchema
-from workflows.settlement import start_settlement
+from workflows.base import send
+from workflows.payment_events import plan_for_event
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,10 @@ blp = Blueprint(
 MAX_BODY_BYTES = 64 * 1024
 # Payment and notification ids are stored as BIGINT.
 MAX_ID = 2**63 - 1
+# Merchant order and chargeback ids: MercadoPago's are digits or short tokens.
+_RESOURCE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# Later than this (a retry), the lateness is logged at INFO.
+LATE_S = 60
 
 
 @blp.before_request
@@ -82,23 +91,18 @@ def _has_nul(value: Any) -> bool:
     return False
 
 
-def _data_id(body: dict[str, Any]) -> str | None:
-    # MercadoPago signs the query string's data.id; the body's is the fallback.
-    query = request.args.get("data.id")
-    if query:
-        return query.strip()
-    data = body.get("data")
-    if isinstance(data, dict) and data.get("id") is not None:
-        return str(data["id"]).strip()
-    return None
+def _resource(kind: str) -> str | None:
+    """The id the notification names: the query's `data.id` (webhooks, signed) or `id`
+    (legacy IPN, whose signature has no id part). Never the body's: it is not signed."""
+    value = (request.args.get("data.id") or request.args.get("id") or "").strip()
+    if kind == events.PAYMENT:
+        payment_id = _payment_id(value)
+        return None if payment_id is None else str(payment_id)  # canonical: no leading zeros
+    return value if _RESOURCE_ID.fullmatch(value) else None
 
 
-def _dedupe_key(body: dict[str, Any], kind: str, data_id: str, request_id: str | None) -> str:
-    # MercadoPago's notification id is the same in every retry and copy of one notification;
-    # a later change of the same payment is a new notification with a new id.
-    if body.get("id") is not None:
-        return f"n:{body['id']}"
-    return f"r:{request_id}:{kind}:{data_id}:{body.get('action')}"
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
 @blp.route("/mercadopago")
@@ -112,56 +116,69 @@ class MercadoPagoWebhook(MethodView):
         settings = current_app.extensions["spartan.settings"]
         raw = request.get_json(silent=True, force=True)
         body: dict[str, Any] = raw if isinstance(raw, dict) else {}
-        data_id = _data_id(body)
         request_id = request.headers.get("x-request-id")
+        signature = request.headers.get("x-signature") or ""
+        signed_id = request.args.get("data.id")
         try:
-            verify_notification(
-                x_signature=request.headers.get("x-signature"),
+            lateness = verify_notification(
+                x_signature=signature,
                 x_request_id=request_id,
-                data_id=data_id,
+                data_id=signed_id,
                 secret=settings.mercadopago_webhook_secret,
-                tolerance_s=settings.webhook_signature_tolerance_s,
             )
         except InvalidSignatureError as exc:
             log.warning("MercadoPago notification refused: %s", exc.reason)
             raise WebhookSignatureError(exc.reason) from exc
         if not isinstance(raw, dict) or _has_nul(raw):
             abort(400, message="the notification body must be a JSON object, without NUL")
-        kind = str(request.args.get("type") or body.get("type") or request.args.get("topic") or "")
-        payment_id = _payment_id(data_id)
-        if kind != "payment" or payment_id is None:
+        kind = (
+            request.args.get("type")
+            or request.args.get("topic")
+            or _text(body.get("type"))
+            or _text(body.get("topic"))
+        )[:64]
+        if lateness > LATE_S:
+            log.info("MercadoPago %s notification signed %.0f s ago", kind, lateness)
+        data_id = _resource(kind) if kind in events.TOPICS else None
+        if kind not in events.TOPICS:
+            data_id = (signed_id or request.args.get("id") or "")[:64]
+            if not kind or not _RESOURCE_ID.fullmatch(data_id):
+                return {"status": "ignored"}
+        elif data_id is None:
             return {"status": "ignored"}
-        data_id = str(payment_id)  # canonical (no leading zeros): what the column holds
-        session = db.session()
-        row_id = session.execute(
-            insert(MercadoPagoNotification)
-            .values(
-                dedupe_key=_dedupe_key(body, kind, data_id, request_id)[:200],
-                notification_id=_notification_id(body),
-                type=kind,
-                action=str(body.get("action") or "")[:64] or None,
+        event_id = uuid.uuid4()
+        # The job and its steps are written with the event, in its statement, only if the
+        # event is new; then its chain is sent from the ids chosen here (nothing read back).
+        job, owned_by_payment = (
+            plan_for_event(event_id=event_id, kind=kind, data_id=data_id)
+            if kind in events.TOPICS
+            else (None, False)
+        )
+        stored = db.write_once(
+            *events.store(
+                event_id=event_id,
+                dedupe_key=events.dedupe_key(
+                    x_signature=signature, x_request_id=request_id, data_id=signed_id
+                ),
+                kind=kind,
                 data_id=data_id,
-                request_id=(request_id or "")[:128] or None,
+                payment_id=int(data_id) if kind == events.PAYMENT else None,
+                action=_text(body.get("action")),
+                request_id=request_id,
+                signed_at=utcnow() - timedelta(seconds=lateness),
+                notification_id=_notification_id(body),
                 body=body,
+                processed=job is None,
+                job=job,
+                owned_by_payment=owned_by_payment,
             )
-            .on_conflict_do_nothing(index_elements=[MercadoPagoNotification.dedupe_key])
-            .returning(MercadoPagoNotification.id)
-        ).scalar_one_or_none()
-        if row_id is None:
-            session.rollback()
+        )
+        if stored is None:
             return {"status": "duplicate"}
-        purchase = settlement.purchase_of_payment(session, payment_id)
-        job = start_settlement(
-            session,
-            payment_id=payment_id,
-            owner_id=purchase.user_id if purchase else None,
-            notification_id=row_id,
-        )
-        # One UPDATE, not a load then a flush: this endpoint's cost is its round trips.
-        session.execute(
-            update(MercadoPagoNotification)
-            .where(MercadoPagoNotification.id == row_id)
-            .values(job_id=job.id)
-        )
-        session.commit()
+        if job is None:
+            log.info("MercadoPago notification of topic %r recorded, not acted on", kind)
+            return {"status": "ignored"}
+        # Committed: a publish lost now leaves a queued job (and an unprocessed event) that
+        # the sweeps send again.
+        send(job)
         return {"status": "accepted"}

@@ -7,13 +7,13 @@ from typing import Any
 
 import marshmallow as ma
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from market import notifications
 from market.models import Notification
 from webapp import db
 from webapp.auth import current_user, login_required
 from webapp.errors import ProblemSchema
+from webapp.schemas import Blueprint, count_bound
 
 blp = Blueprint(
     "notifications", __name__, url_prefix="/api/v1/notifications", description="Notifications"
@@ -53,6 +53,7 @@ class Inbox(MethodView):
             unread_only=query["unread"],
             offset=pagination_parameters.first_item,
             limit=pagination_parameters.page_size,
+            count_up_to=count_bound(pagination_parameters.page_size),
         )
         pagination_parameters.item_count = total
         return rows

@@ -3,29 +3,26 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from typing import Any
 
 import marshmallow as ma
 from flask import current_app
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
-from market import avatar_presets, avatars, profiles
 from market.cache import Cache
-from market.media import AvatarPolicy
-from market.storage import Storage
+from market.identity import profiles
+from market.media import avatars, presets
+from market.media.images import AvatarPolicy
+from market.media.storage import Storage
 from webapp import db
 from webapp.auth import current_user, login_required
-from webapp.errors import ProblemSchema
+from webapp.preconditions import Blueprint
+from webapp.schemas import StrictBoolean, http_url_field, text_field
 from workflows.notify import dispatch_after_commit
 
 blp = Blueprint(
     "profile", __name__, url_prefix="/api/v1/profile", description="Profiles, privacy, avatars"
 )
-
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-_CONTROL_OR_NEWLINE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def media() -> tuple[Storage, AvatarPolicy]:
@@ -44,19 +41,9 @@ def invalidate_profile(user_id: Any) -> None:
     cache().invalidate("public_profile", str(user_id))
 
 
-def _plain_text(*, multiline: bool) -> Any:
-    """A validator refusing control characters (and line breaks unless `multiline`)."""
-    bad = _CONTROL if multiline else _CONTROL_OR_NEWLINE
-    what = "control characters" if multiline else "line breaks or control characters"
-
-    def check(value: str | None) -> None:
-        if value is not None and bad.search(value):
-            raise ma.ValidationError(f"Must not contain {what}.")
-
-    return check
-
-
 # Schemas ------------------------------------------------------------------------------------
+
+MULTILINE_FIELDS = frozenset({"bio"})
 
 
 class ProfileChangesSchema(ma.Schema):
@@ -65,45 +52,33 @@ class ProfileChangesSchema(ma.Schema):
     class Meta:
         unknown = ma.RAISE
 
-    display_name = ma.fields.String(
+    display_name = text_field(max_length=profiles.MAX_LENGTHS["display_name"], allow_none=True)
+    bio = text_field(max_length=profiles.MAX_LENGTHS["bio"], multiline=True, allow_none=True)
+    location = text_field(max_length=profiles.MAX_LENGTHS["location"], allow_none=True)
+    website = http_url_field(
+        max_length=profiles.MAX_LENGTHS["website"],
+        require_tld=True,
+        blank_clears=True,
         allow_none=True,
-        validate=[
-            ma.validate.Length(max=profiles.MAX_LENGTHS["display_name"]),
-            _plain_text(multiline=False),
-        ],
-    )
-    bio = ma.fields.String(
-        allow_none=True,
-        validate=[
-            ma.validate.Length(max=profiles.MAX_LENGTHS["bio"]),
-            _plain_text(multiline=True),
-        ],
-    )
-    location = ma.fields.String(
-        allow_none=True,
-        validate=[
-            ma.validate.Length(max=profiles.MAX_LENGTHS["location"]),
-            _plain_text(multiline=False),
-        ],
-    )
-    website = ma.fields.URL(
-        allow_none=True,
-        schemes={"http", "https"},
-        validate=ma.validate.Length(max=profiles.MAX_LENGTHS["website"]),
-        error_messages={"invalid": "Must be an http:// or https:// address."},
     )
 
     @ma.pre_load
     def _blank_is_null(self, data: Any, **kwargs: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        # Surrounding blanks are noise; an empty value clears the field; CRLF becomes LF.
+        # Surrounding blanks are noise; an empty value clears the field; CRLF (or a lone CR)
+        # becomes LF. Only blanks the documented patterns allow are stripped, so a value the
+        # document refuses (a line break in a one-line field) is refused, not cleared.
         return {
-            k: (v.replace("\r\n", "\n").strip() or None)
-            if isinstance(v, str) and k in profiles.PROFILE_FIELDS
-            else v
+            k: _normalised(k, v) if isinstance(v, str) and k in profiles.PROFILE_FIELDS else v
             for k, v in data.items()
         }
+
+
+def _normalised(name: str, value: str) -> str | None:
+    if name in MULTILINE_FIELDS:
+        return value.replace("\r\n", "\n").replace("\r", "\n").strip(" \t\n") or None
+    return value.strip(" \t") or None
 
 
 class AvatarSchema(ma.Schema):
@@ -139,11 +114,11 @@ class PrivacySchema(ma.Schema):
     class Meta:
         unknown = ma.RAISE
 
-    profile_public = ma.fields.Boolean(required=True)
-    show_email = ma.fields.Boolean(required=True)
-    show_location = ma.fields.Boolean(required=True)
-    show_purchase_activity = ma.fields.Boolean(required=True)
-    show_avatar = ma.fields.Boolean(required=True)
+    profile_public = StrictBoolean(required=True)
+    show_email = StrictBoolean(required=True)
+    show_location = StrictBoolean(required=True)
+    show_purchase_activity = StrictBoolean(required=True)
+    show_avatar = StrictBoolean(required=True)
     updated_at = ma.fields.String(dump_only=True)
 
 
@@ -151,9 +126,7 @@ class PresetChoiceSchema(ma.Schema):
     class Meta:
         unknown = ma.RAISE
 
-    preset = ma.fields.String(
-        required=True, validate=ma.validate.OneOf(list(avatar_presets.PRESETS))
-    )
+    preset = ma.fields.String(required=True, validate=ma.validate.OneOf(list(presets.PRESETS)))
 
 
 class PresetSchema(ma.Schema):
@@ -199,10 +172,8 @@ class Me(MethodView):
     @blp.etag
     @blp.arguments(ProfileChangesSchema)
     @blp.response(200, ProfileSchema)
-    @blp.alt_response(412, schema=ProblemSchema, description="The profile changed since read")
-    @blp.alt_response(428, schema=ProblemSchema, description="If-Match is required")
     def patch(self, changes: dict[str, Any]) -> dict[str, Any]:
-        """Change some fields; requires If-Match with the ETag of the profile as last read."""
+        """Change some fields; If-Match (the ETag as last read), when sent, must be current."""
         user = current_user()
         storage, policy = media()
         session = db.session()
@@ -224,19 +195,29 @@ class Me(MethodView):
 @blp.route("/me/privacy")
 class MyPrivacy(MethodView):
     @login_required
+    @blp.etag
     @blp.response(200, PrivacySchema)
     def get(self) -> dict[str, Any]:
-        """Who sees what of the caller's profile."""
-        return profiles.get_privacy(db.session(), user_id=current_user().id)
+        """Who sees what of the caller's profile (ETag: send it back in If-Match to change)."""
+        view = profiles.get_privacy(db.session(), user_id=current_user().id)
+        blp.set_etag(view, PrivacySchema)
+        return view
 
     @login_required
+    @blp.etag
     @blp.arguments(PrivacySchema)
     @blp.response(200, PrivacySchema)
     def put(self, values: dict[str, bool]) -> dict[str, Any]:
-        """Replace every privacy setting at once."""
+        """Replace every privacy setting at once; If-Match, when sent, must be current."""
         user = current_user()
         session = db.session()
-        view = profiles.update_privacy(session, user_id=user.id, values=values)
+        view = profiles.update_privacy(
+            session,
+            user_id=user.id,
+            values=values,
+            precondition=lambda current: blp.check_etag(current, PrivacySchema),
+        )
+        blp.set_etag(view, PrivacySchema)
         dispatch_after_commit(session)  # sends the "privacy.updated" it recorded, if any
         session.commit()
         cache().invalidate("public_profile", str(user.id))
@@ -254,9 +235,7 @@ class MyAvatar(MethodView):
         storage, policy = media()
         session = db.session()
         # Files first: the profile never points at a preset that is not in storage.
-        avatar_presets.ensure_preset(
-            storage, policy, choice["preset"], avatars.output_names(policy)
-        )
+        presets.ensure_preset(storage, policy, choice["preset"], avatars.output_names(policy))
         swap = avatars.choose_preset(
             session, user_id=user.id, preset_id=choice["preset"], policy=policy
         )
@@ -275,8 +254,15 @@ class AvatarOptions(MethodView):
         storage, policy = media()
         settings = current_app.extensions["spartan.settings"]
         # Keyed by what the answer depends on: new limits or designs are a new entry.
+        where = (
+            settings.media_storage,
+            settings.media_url,
+            settings.s3_bucket,
+            settings.s3_prefix,
+            settings.s3_public_base_url,
+        )
         ident = hashlib.sha256(
-            f"{policy!r}|{avatar_presets.DESIGN_VERSION}|{settings.media_url}".encode()
+            f"{policy!r}|{presets.DESIGN_VERSION}|{where!r}".encode()
         ).hexdigest()[:16]
         return cache().get_or_load(
             "avatar_options", ident, lambda: avatars.avatar_options(storage, policy)

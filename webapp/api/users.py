@@ -9,11 +9,11 @@ import marshmallow as ma
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from market import profiles
 from market.errors import NotFoundError
+from market.identity import profiles
 from webapp import db
 from webapp.api.profile import AvatarSchema, PrivacySchema, cache, media
-from webapp.auth import current_user
+from webapp.auth import current_user, login_optional
 from webapp.errors import ProblemSchema
 
 blp = Blueprint("users", __name__, url_prefix="/api/v1/users", description="Public profiles")
@@ -45,6 +45,7 @@ class PublicProfileSchema(ma.Schema):
 
 @blp.route("/<uuid:user_id>/profile")
 class PublicProfile(MethodView):
+    @login_optional
     @blp.response(200, PublicProfileSchema)
     @blp.alt_response(404, schema=ProblemSchema, description="No such user, or a private profile")
     def get(self, user_id: uuid.UUID) -> dict[str, Any]:

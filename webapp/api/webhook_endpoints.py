@@ -10,18 +10,22 @@ from typing import Any
 import marshmallow as ma
 from flask import current_app
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
-from market import webhooks
-from market.jobs import StepSpec
 from market.models import WebhookDelivery, WebhookEndpoint
 from market.models.webhooks import DELIVERY_STATES
+from market.outbound import endpoints
 from webapp import db
 from webapp.api.tasks import accepted
 from webapp.auth import current_user, login_required
 from webapp.errors import ProblemSchema
-from webapp.schemas import AcceptedSchema
-from workflows.base import start
+from webapp.schemas import (
+    AcceptedSchema,
+    Blueprint,
+    StrictBoolean,
+    count_bound,
+    http_url_field,
+)
+from workflows.redeliver import start_redelivery
 
 blp = Blueprint(
     "webhook_endpoints",
@@ -33,18 +37,17 @@ blp = Blueprint(
 
 def _events_field(**kwargs: Any) -> ma.fields.List:
     return ma.fields.List(
-        ma.fields.String(validate=ma.validate.OneOf(webhooks.EVENT_TYPES)),
-        validate=ma.validate.Length(min=1, max=len(webhooks.EVENT_TYPES)),
+        ma.fields.String(validate=ma.validate.OneOf(endpoints.EVENT_TYPES)),
+        validate=ma.validate.Length(min=1, max=len(endpoints.EVENT_TYPES)),
         metadata={"description": "Event types to receive (notification kinds)"},
         **kwargs,
     )
 
 
 def _url_field(**kwargs: Any) -> ma.fields.Url:
-    return ma.fields.Url(
-        schemes={"http", "https"},
+    return http_url_field(
+        max_length=2000,
         require_tld=False,
-        validate=ma.validate.Length(max=2000),
         metadata={"description": "Where events are POSTed; checked by the SSRF guard"},
         **kwargs,
     )
@@ -79,10 +82,11 @@ class CreateEndpointSchema(ma.Schema):
 
 
 class UpdateEndpointSchema(ma.Schema):
+    OPENAPI = {"minProperties": 1}  # what `_not_empty` checks
     url = _url_field()
     events = _events_field()
     description = ma.fields.String(allow_none=True, validate=ma.validate.Length(max=200))
-    enabled = ma.fields.Boolean(metadata={"description": "false pauses; true resumes"})
+    enabled = StrictBoolean(metadata={"description": "false pauses; true resumes"})
 
     @ma.validates_schema
     def _not_empty(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -134,7 +138,7 @@ class Endpoints(MethodView):
     @blp.response(200, EndpointSchema(many=True))
     def get(self) -> list[WebhookEndpoint]:
         """The caller's endpoints (an admin: everyone's); secrets are never listed."""
-        return webhooks.visible_endpoints(db.session(), viewer=current_user())
+        return endpoints.visible_endpoints(db.session(), viewer=current_user())
 
     @login_required
     @blp.arguments(CreateEndpointSchema)
@@ -146,7 +150,7 @@ class Endpoints(MethodView):
         An admin's endpoint receives the subscribed events of every user.
         """
         session = db.session()
-        endpoint = webhooks.create_endpoint(
+        endpoint = endpoints.create_endpoint(
             session, owner=current_user(), allowed_hosts=_allowed_hosts(), **body
         )
         session.commit()
@@ -160,7 +164,7 @@ class EndpointById(MethodView):
     @blp.alt_response(404, schema=ProblemSchema)
     def get(self, endpoint_id: uuid.UUID) -> WebhookEndpoint:
         """One endpoint (owner or admin)."""
-        return webhooks.visible_endpoint(db.session(), endpoint_id, viewer=current_user())
+        return endpoints.visible_endpoint(db.session(), endpoint_id, viewer=current_user())
 
     @login_required
     @blp.arguments(UpdateEndpointSchema)
@@ -170,8 +174,12 @@ class EndpointById(MethodView):
     def patch(self, changes: dict[str, Any], endpoint_id: uuid.UUID) -> WebhookEndpoint:
         """Change url, events or description, or disable/enable (disabling ends pending sends)."""
         session = db.session()
-        endpoint = webhooks.visible_endpoint(session, endpoint_id, viewer=current_user(), lock=True)
-        webhooks.update_endpoint(session, endpoint, changes=changes, allowed_hosts=_allowed_hosts())
+        endpoint = endpoints.visible_endpoint(
+            session, endpoint_id, viewer=current_user(), lock=True
+        )
+        endpoints.update_endpoint(
+            session, endpoint, changes=changes, allowed_hosts=_allowed_hosts()
+        )
         session.commit()
         return endpoint
 
@@ -181,8 +189,10 @@ class EndpointById(MethodView):
     def delete(self, endpoint_id: uuid.UUID) -> None:
         """Delete the endpoint and its delivery log."""
         session = db.session()
-        endpoint = webhooks.visible_endpoint(session, endpoint_id, viewer=current_user(), lock=True)
-        webhooks.delete_endpoint(session, endpoint)
+        endpoint = endpoints.visible_endpoint(
+            session, endpoint_id, viewer=current_user(), lock=True
+        )
+        endpoints.delete_endpoint(session, endpoint)
         session.commit()
 
 
@@ -198,13 +208,14 @@ class Deliveries(MethodView):
     ) -> list[WebhookDelivery]:
         """Deliveries, newest first, each with every attempt (time, status, duration, error)."""
         session = db.session()
-        endpoint = webhooks.visible_endpoint(session, endpoint_id, viewer=current_user())
-        rows, total = webhooks.endpoint_deliveries(
+        endpoint = endpoints.visible_endpoint(session, endpoint_id, viewer=current_user())
+        rows, total = endpoints.endpoint_deliveries(
             session,
             endpoint.id,
             state=query["state"],
             offset=pagination_parameters.first_item,
             limit=pagination_parameters.page_size,
+            count_up_to=count_bound(pagination_parameters.page_size),
         )
         pagination_parameters.item_count = total
         return rows
@@ -218,8 +229,8 @@ class DeliveryById(MethodView):
     def get(self, endpoint_id: uuid.UUID, delivery_id: uuid.UUID) -> WebhookDelivery:
         """One delivery with its attempts."""
         session = db.session()
-        endpoint = webhooks.visible_endpoint(session, endpoint_id, viewer=current_user())
-        return webhooks.endpoint_delivery(session, endpoint.id, delivery_id)
+        endpoint = endpoints.visible_endpoint(session, endpoint_id, viewer=current_user())
+        return endpoints.endpoint_delivery(session, endpoint.id, delivery_id)
 
 
 @blp.route("/<uuid:endpoint_id>/deliveries/<uuid:delivery_id>/redeliver")
@@ -232,14 +243,8 @@ class Redeliver(MethodView):
         """Send the delivery again now, with the same webhook-id; 202 with the job to poll."""
         session = db.session()
         user = current_user()
-        endpoint = webhooks.visible_endpoint(session, endpoint_id, viewer=user)
-        found = webhooks.request_redelivery(session, endpoint, delivery_id)
-        job = start(
-            session,
-            kind="webhook.redeliver",
-            owner_id=user.id,
-            subject=f"webhook_delivery:{found.id}",
-            steps=[StepSpec("notifications.send_deliveries", {"delivery_ids": [str(found.id)]})],
-        )
+        endpoint = endpoints.visible_endpoint(session, endpoint_id, viewer=user)
+        found = endpoints.request_redelivery(session, endpoint, delivery_id)
+        job = start_redelivery(session, owner_id=user.id, delivery_id=found.id)
         session.commit()
         return accepted(job, delivery_id=found.id)
