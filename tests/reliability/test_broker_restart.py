@@ -39,8 +39,9 @@ def queued_messages(url: str, queue_prefix: str) -> int:
 
 
 def test_a_broker_restart_mid_burst_loses_messages_but_no_purchase(
-    private_redis, sessions, settings, deploy, mp_sandbox
+    private_redis, fault_db, settings, deploy, fault_sandbox
 ):
+    sessions, mp_sandbox = fault_db.sessions, fault_sandbox
     started = time.monotonic()
     deployment = deploy(
         "broker", CELERY_BROKER_URL=private_redis.url, CELERY_RESULT_BACKEND=private_redis.url

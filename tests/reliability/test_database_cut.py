@@ -92,9 +92,10 @@ def test_the_app_answers_503_while_the_database_is_unreachable(
 
 @pytest.mark.slow
 def test_a_database_outage_answers_503_and_settles_once_it_is_back(
-    pg_proxy, sessions, settings, deploy, mp_sandbox, alice, admin
+    pg_proxy, fault_db, settings, deploy, fault_sandbox, alice, admin
 ):
-    deployment = deploy("pgcut", DATABASE_URL=pg_proxy.url(settings.database_url)).start("worker")
+    sessions, mp_sandbox = fault_db.sessions, fault_sandbox
+    deployment = deploy("pgcut", DATABASE_URL=pg_proxy.url(fault_db.url)).start("worker")
     web = deployment.web_url
     assert requests.get(web + ME, headers=alice, timeout=10).status_code == 200
     burst = prepare(

@@ -9,6 +9,7 @@ inbox sweeper and reconciliation settle once MercadoPago answers again.
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import pytest
 from sqlalchemy import func, select
@@ -52,19 +53,33 @@ def step_runs(sessions, burst) -> dict[str, int]:
     return {"most": int(most or 0), "retried": int(retried)}
 
 
-def settlement_jobs_finished(sessions, burst) -> bool:
-    """Whether every settlement job of the burst has ended (succeeded, or failed once its
-    retries ran out: the bound)."""
+def job_states(sessions, burst) -> Counter[str]:
+    """The burst's settlement jobs by state."""
     subjects = [f"mercadopago-payment:{p.payment_id}" for p in burst]
     with sessions() as session:
-        states = session.execute(select(Job.state).where(Job.subject.in_(subjects))).scalars()
-        ended = [state in ("succeeded", "failed") for state in states]
-    return len(ended) == len(burst) and all(ended)
+        return Counter(
+            session.execute(select(Job.state).where(Job.subject.in_(subjects))).scalars()
+        )
+
+
+def settlement_jobs_finished(sessions, burst) -> bool:
+    """Whether every payment of the burst has a settlement job and all of them have ended
+    (succeeded, or failed once their retries ran out: the bound). A chain that gave up is
+    followed by a sweep's new job of the same payment."""
+    subjects = [f"mercadopago-payment:{p.payment_id}" for p in burst]
+    with sessions() as session:
+        rows = session.execute(
+            select(Job.subject, Job.state).where(Job.subject.in_(subjects))
+        ).all()
+    return {subject for subject, _ in rows} == set(subjects) and all(
+        state in ("succeeded", "failed") for _, state in rows
+    )
 
 
 def test_provider_chaos_settles_every_purchase_once_with_bounded_retries(
-    sessions, settings, deploy, mp_sandbox
+    fault_db, settings, deploy, fault_sandbox
 ):
+    sessions, mp_sandbox = fault_db.sessions, fault_sandbox
     started = time.monotonic()
     deployment = deploy("chaos", MERCADOPAGO_TIMEOUT_S=str(CLIENT_TIMEOUT_S)).start("worker")
     burst = prepare(
@@ -87,6 +102,10 @@ def test_provider_chaos_settles_every_purchase_once_with_bounded_retries(
             timeout=150,
             every_s=5,
             what="every purchase credited under chaos",
+            describe=lambda: (
+                f"approved {approved(sessions, burst)}/{BURST}, "
+                f"jobs {dict(job_states(sessions, burst))}, steps {step_runs(sessions, burst)}"
+            ),
         )
     finally:
         mp_sandbox.chaos()

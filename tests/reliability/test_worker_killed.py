@@ -47,8 +47,9 @@ def unfinished_settlements(sessions, burst) -> int:
 
 
 def test_a_worker_killed_mid_burst_loses_no_purchase_and_credits_none_twice(
-    sessions, settings, deploy, mp_sandbox
+    fault_db, settings, deploy, fault_sandbox
 ):
+    sessions, mp_sandbox = fault_db.sessions, fault_sandbox
     started = time.monotonic()
     deployment = deploy("kill").start("first")
     up = time.monotonic()
