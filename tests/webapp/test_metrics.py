@@ -26,6 +26,7 @@ from market.models import (
     WebhookEndpoint,
 )
 from market.ops import health
+from market.ops.metrics import MAX_WINDOW_MINUTES
 from market.ops.metrics_buffer import FLUSH_INTERVAL_S
 from tests.support.mercadopago import buy, wait_status
 from tests.support.poll import wait_for
@@ -33,10 +34,14 @@ from tests.support.poll import wait_for
 ROOT = Path(__file__).resolve().parents[2]
 BASE = "/api/v1/advanced/metrics"
 TASK_ROUTE = "GET /api/v1/advanced/tasks/<uuid:task_id>"
+# Counts compared before and after are read over a window longer than the run (its key prefix
+# is its own): over the last 5 minutes, a minute of earlier tests' requests could leave the
+# window between the two reads.
+WHOLE_RUN = f"minutes={MAX_WINDOW_MINUTES}"
 
 
 def _endpoint(client, admin, endpoint: str) -> dict:
-    body = client.get(f"{BASE}/endpoints?minutes=5", headers=admin).get_json()
+    body = client.get(f"{BASE}/endpoints?{WHOLE_RUN}", headers=admin).get_json()
     return next((e for e in body["endpoints"] if e["endpoint"] == endpoint), {"requests": 0})
 
 
@@ -52,7 +57,7 @@ def test_requests_are_counted_by_route_template_with_percentiles(client, admin, 
     assert row["method"] == "GET" and row["route"] == "/api/v1/advanced/tasks/<uuid:task_id>"
     assert set(row["latency_ms"]) == {"avg", "p50", "p90", "p95", "p99"}
     assert 0 < row["latency_ms"]["p50"] <= row["latency_ms"]["p99"]
-    totals = client.get(f"{BASE}/requests?minutes=5", headers=admin).get_json()
+    totals = client.get(f"{BASE}/requests?{WHOLE_RUN}", headers=admin).get_json()
     assert totals["requests"] >= row["requests"]
     assert 0 <= totals["error_rate"] <= 1
 
@@ -318,7 +323,7 @@ def test_request_metrics_are_exact_across_gunicorn_workers_and_a_restart(gunicor
     session = requests.Session()
 
     def count() -> int:
-        body = session.get(f"{base}{BASE}/endpoints?minutes=5", headers=admin, timeout=10).json()
+        body = session.get(f"{base}{BASE}/endpoints?{WHOLE_RUN}", headers=admin, timeout=10).json()
         return next((e["requests"] for e in body["endpoints"] if e["endpoint"] == TASK_ROUTE), 0)
 
     def hit(_: int) -> int:
