@@ -41,9 +41,13 @@ CHAOS = {
 }
 
 
+def settlement_subjects(burst) -> list[str]:
+    return [f"mercadopago-payment:{p.payment_id}" for p in burst]
+
+
 def step_runs(sessions, burst) -> dict[str, int]:
     """Runs per settlement step of the burst's jobs: the most, and how many steps retried."""
-    subjects = [f"mercadopago-payment:{p.payment_id}" for p in burst]
+    subjects = settlement_subjects(burst)
     with sessions() as session:
         most, retried = session.execute(
             select(func.max(JobStep.attempts), func.count().filter(JobStep.attempts > 1))
@@ -55,7 +59,7 @@ def step_runs(sessions, burst) -> dict[str, int]:
 
 def job_states(sessions, burst) -> Counter[str]:
     """The burst's settlement jobs by state."""
-    subjects = [f"mercadopago-payment:{p.payment_id}" for p in burst]
+    subjects = settlement_subjects(burst)
     with sessions() as session:
         return Counter(
             session.execute(select(Job.state).where(Job.subject.in_(subjects))).scalars()
@@ -66,7 +70,7 @@ def settlement_jobs_finished(sessions, burst) -> bool:
     """Whether every payment of the burst has a settlement job and all of them have ended
     (succeeded, or failed once their retries ran out: the bound). A chain that gave up is
     followed by a sweep's new job of the same payment."""
-    subjects = [f"mercadopago-payment:{p.payment_id}" for p in burst]
+    subjects = settlement_subjects(burst)
     with sessions() as session:
         rows = session.execute(
             select(Job.subject, Job.state).where(Job.subject.in_(subjects))
