@@ -1,18 +1,18 @@
-"""Engines and sessions. Callers own transactions: `market` functions never commit."""
+"""Engines, sessions and row locks. Callers own transactions: `market` functions never commit."""
 
 from __future__ import annotations
 
-import select
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from select import POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLPRI, poll
+from typing import Any, TypeVar
 
-from sqlalchemy import Executable, Row, create_engine, event, exc
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy import Executable, Row, Select, create_engine, event, exc, select
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
-_HUNG_UP = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP | select.POLLNVAL
+_HUNG_UP = POLLIN | POLLPRI | POLLERR | POLLHUP | POLLNVAL
 
 
 def make_engine(
@@ -49,7 +49,7 @@ def _drop_dead_connection(dbapi_connection: Any, record: Any, proxy: Any) -> Non
     """
     if dbapi_connection.closed:
         raise exc.DisconnectionError("the connection is closed")
-    poller = select.poll()
+    poller = poll()
     poller.register(dbapi_connection.fileno(), _HUNG_UP)
     if poller.poll(0):
         raise exc.DisconnectionError("the server hung up on the pooled connection")
@@ -120,11 +120,24 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
-def database_name(database_url: str) -> str:
-    """The database part of a URL."""
-    return make_url(database_url).database or ""
+_Query = TypeVar("_Query", bound=Select[Any])
+_Key = TypeVar("_Key")
 
 
-def server_url(database_url: str, database: str = "postgres") -> str:
-    """The same server, another database (for CREATE DATABASE)."""
-    return make_url(database_url).set(database=database).render_as_string(hide_password=False)
+def locked(stmt: _Query, lock: bool = True) -> _Query:
+    """`stmt` FOR UPDATE (when `lock`), re-reading the rows it locks: what another
+    transaction committed while this one waited for the lock replaces what the session held."""
+    if not lock:
+        return stmt
+    return stmt.with_for_update().execution_options(populate_existing=True)
+
+
+def lock_in_key_order(
+    session: Session, key: InstrumentedAttribute[_Key], keys: Iterable[_Key]
+) -> dict[_Key, Any]:
+    """The rows whose `key` is one of `keys`, locked FOR UPDATE in key order, by key. One
+    lock order: two transactions locking overlapping sets wait for each other, never deadlock."""
+    rows = session.execute(
+        select(key.class_).where(key.in_(sorted(set(keys)))).order_by(key).with_for_update()
+    ).scalars()
+    return {getattr(row, key.key): row for row in rows}

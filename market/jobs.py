@@ -22,6 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, selectinload
 
+from market.db import locked
 from market.errors import MarketError, NotCancellableError, NotFoundError
 from market.models import Job, JobStep
 from market.models.base import utcnow
@@ -115,8 +116,7 @@ def create_job(
 
 def get_job(session: Session, job_id: uuid.UUID, *, lock: bool = False) -> Job:
     stmt = select(Job).where(Job.id == job_id).options(selectinload(Job.steps))
-    if lock:
-        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    stmt = locked(stmt, lock)
     job = session.execute(stmt).scalar_one_or_none()
     if job is None:
         raise NotFoundError("no such task")

@@ -82,8 +82,9 @@ def check_broker(broker_url: str) -> None:
         ) from exc
 
 
-def create_database(database_url: str) -> bool:
-    """Create the URL's database if it is missing; True when it was created."""
+def create_database(database_url: str, *, template: str | None = None) -> bool:
+    """Create the URL's database if it is missing, as a copy of the database `template`
+    names (one nobody is connected to) when given; True when it was created."""
     name = make_url(database_url).database
     with psycopg.connect(
         _libpq(database_url, "postgres"), autocommit=True, connect_timeout=5
@@ -91,7 +92,10 @@ def create_database(database_url: str) -> bool:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if exists:
             return False
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template is not None:
+            create += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+        conn.execute(create)
         return True
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
 
+from market.db import locked
 from market.errors import NotFoundError
 from market.models import User
 from market.models.base import utcnow
@@ -63,8 +64,7 @@ def find_user(session: Session, who: str, *, lock: bool = False) -> User:
     with contextlib.suppress(ValueError):  # not a UUID: a Firebase uid only
         condition = or_(condition, User.id == uuid.UUID(who))
     stmt = select(User).where(condition)
-    if lock:
-        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    stmt = locked(stmt, lock)
     user = session.execute(stmt).scalar_one_or_none()
     if user is None:
         raise NotFoundError(f"no user {who!r}: a user exists once they have signed in")

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from market import notifications
+from market.db import locked
 from market.errors import NotFoundError, PreconditionFailedError
 from market.media import avatars
 from market.media.images import AvatarPolicy
@@ -56,8 +57,7 @@ def _load(session: Session, user_id: uuid.UUID, *, lock: bool = False) -> tuple[
 
 def _privacy(session: Session, user_id: uuid.UUID, *, lock: bool = False) -> PrivacySettings:
     stmt = select(PrivacySettings).where(PrivacySettings.user_id == user_id)
-    if lock:
-        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    stmt = locked(stmt, lock)
     privacy = session.execute(stmt).scalar_one_or_none()
     if privacy is None:
         # Every user gets one on first sight (market/identity/tokens.py); a missing one is a bug.

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from market import notifications
 from market.config import Settings
+from market.db import locked
 from market.errors import ConflictError
 from market.media import presets
 from market.media.images import AvatarPolicy, inspect_upload, render_avatar
@@ -226,20 +227,12 @@ class Swap:
 
 
 def _lock_profile(session: Session, user_id: uuid.UUID) -> Profile:
-    return session.execute(
-        select(Profile)
-        .where(Profile.user_id == user_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).scalar_one()
+    return session.execute(locked(select(Profile).where(Profile.user_id == user_id))).scalar_one()
 
 
 def _lock_media(session: Session, media_id: uuid.UUID) -> MediaFile | None:
     return session.execute(
-        select(MediaFile)
-        .where(MediaFile.id == media_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
+        locked(select(MediaFile).where(MediaFile.id == media_id))
     ).scalar_one_or_none()
 
 

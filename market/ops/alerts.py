@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from market import notifications
 from market.config import Settings
+from market.db import lock_in_key_order
 from market.errors import NotFoundError, ValidationError
 from market.identity import admins
 from market.models import AlertState, AlertThreshold, AlertThresholdChange, User
@@ -99,16 +100,7 @@ def evaluate(
         .values([{"rule": name, "evaluated_at": now} for name in names])
         .on_conflict_do_nothing(index_elements=[AlertState.rule])
     )
-    # One lock order (by rule name) so concurrent evaluators cannot deadlock.
-    states = {
-        s.rule: s
-        for s in session.execute(
-            select(AlertState)
-            .where(AlertState.rule.in_(names))
-            .order_by(AlertState.rule)
-            .with_for_update()
-        ).scalars()
-    }
+    states = lock_in_key_order(session, AlertState.rule, names)
     changes: list[Change] = []
     for rule in RULES:
         if rule.name not in readings:

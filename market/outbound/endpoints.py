@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, selectinload
 
 from market import pagination
+from market.db import locked
 from market.errors import ConflictError, NotFoundError, ValidationError
 from market.identity import admins
 from market.models import Notification, User, WebhookDelivery
@@ -99,8 +100,7 @@ def visible_endpoint(
     stmt = select(Endpoint).where(Endpoint.id == endpoint_id)
     if not viewer.is_admin:
         stmt = stmt.where(Endpoint.owner_id == viewer.id)
-    if lock:
-        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    stmt = locked(stmt, lock)
     endpoint = session.execute(stmt).scalar_one_or_none()
     if endpoint is None:
         raise NotFoundError("no such webhook endpoint")
@@ -211,8 +211,7 @@ def endpoint_delivery(
     stmt = select(WebhookDelivery).where(
         WebhookDelivery.id == delivery_id, WebhookDelivery.endpoint_id == endpoint_id
     )
-    if lock:
-        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    stmt = locked(stmt, lock)
     found = session.execute(
         stmt.options(selectinload(WebhookDelivery.attempts))
     ).scalar_one_or_none()

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from market import notifications
 from market.config import Settings
+from market.db import lock_in_key_order
 from market.identity import admins
 from market.models import Notification, User, WebhookDelivery, WebhookDeliveryAttempt
 from market.models import WebhookEndpoint as Endpoint
@@ -145,26 +146,8 @@ def record_outcomes(
     if not results:
         return []
     now = db_now(session)
-    endpoint_ids = sorted({claim.endpoint_id for claim, _ in results})
-    delivery_ids = sorted({claim.delivery_id for claim, _ in results})
-    endpoints = {
-        e.id: e
-        for e in session.execute(
-            select(Endpoint)
-            .where(Endpoint.id.in_(endpoint_ids))
-            .order_by(Endpoint.id)
-            .with_for_update()
-        ).scalars()
-    }
-    deliveries = {
-        d.id: d
-        for d in session.execute(
-            select(WebhookDelivery)
-            .where(WebhookDelivery.id.in_(delivery_ids))
-            .order_by(WebhookDelivery.id)
-            .with_for_update()
-        ).scalars()
-    }
+    endpoints = lock_in_key_order(session, Endpoint.id, (c.endpoint_id for c, _ in results))
+    deliveries = lock_in_key_order(session, WebhookDelivery.id, (c.delivery_id for c, _ in results))
     for claim, outcome in results:
         found, endpoint = deliveries.get(claim.delivery_id), endpoints.get(claim.endpoint_id)
         if found is None or endpoint is None:

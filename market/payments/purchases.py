@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from market import pagination
 from market.config import Settings
+from market.db import locked
 from market.errors import NotFoundError, ValidationError
 from market.models import CreditPackage, MercadoPagoPayment, Purchase
 from market.models.base import utcnow
@@ -84,8 +85,7 @@ def create_purchase(
 
 def get_purchase(session: Session, purchase_id: uuid.UUID, *, lock: bool = False) -> Purchase:
     stmt = select(Purchase).where(Purchase.id == purchase_id)
-    if lock:
-        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    stmt = locked(stmt, lock)
     purchase = session.execute(stmt).scalar_one_or_none()
     if purchase is None:
         raise NotFoundError("no such purchase")

@@ -22,6 +22,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from market import ledger, notifications
+from market.db import locked
 from market.errors import ConflictError
 from market.models import MercadoPagoPayment, PaymentRefund, Purchase
 from market.payments import states
@@ -38,8 +39,7 @@ FINAL = {"approved": "succeeded", "rejected": "failed", "cancelled": "failed"}
 def refund_of(session: Session, payment_id: int, *, lock: bool = False) -> PaymentRefund | None:
     """The refund of the payment, if one was ever asked for."""
     stmt = select(PaymentRefund).where(PaymentRefund.payment_id == payment_id)
-    if lock:
-        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    stmt = locked(stmt, lock)
     return session.execute(stmt).scalar_one_or_none()
 
 

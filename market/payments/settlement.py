@@ -36,6 +36,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import ScalarSelect
 
 from market import ledger, notifications
+from market.db import locked
 from market.errors import NotFoundError
 from market.models import MercadoPagoPayment, PaymentRefund, Purchase
 from market.models.base import utcnow
@@ -142,17 +143,11 @@ def apply_payment(session: Session, *, payment_id: int) -> Outcome:
     purchase = None
     if ref:
         purchase = session.execute(
-            select(Purchase)
-            .where(Purchase.external_reference == ref)
-            .with_for_update()
-            .execution_options(populate_existing=True)
+            locked(select(Purchase).where(Purchase.external_reference == ref))
         ).scalar_one_or_none()
     # Read after the purchase lock: the latest answer any fetch has committed.
     payment = session.execute(
-        select(MercadoPagoPayment)
-        .where(MercadoPagoPayment.id == payment_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
+        locked(select(MercadoPagoPayment).where(MercadoPagoPayment.id == payment_id))
     ).scalar_one_or_none()
     if payment is None:
         raise NotFoundError(f"payment {payment_id} was never fetched")

@@ -12,10 +12,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import psycopg
 import pytest
 from flask import Flask
-from psycopg import sql
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -62,10 +60,7 @@ def fault_template(database: str, settings: Settings) -> Iterator[str]:
 def fault_db(fault_template: str, settings: Settings) -> Iterator[FaultDatabase]:
     """A fresh copy of the migrated template for one test's deployment."""
     url = _database_url(settings, f"fault_{uuid.uuid4().hex[:8]}")
-    names = (make_url(url).database, make_url(fault_template).database)
-    admin = make_url(url).set(drivername="postgresql", database="postgres")
-    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(*map(sql.Identifier, names)))
+    manage.create_database(url, template=make_url(fault_template).database)
     engine = make_engine(url)
     try:
         yield FaultDatabase(url, make_sessionmaker(engine))

@@ -3,10 +3,10 @@ receiver on 127.0.0.1 that verifies every signature with svix's verifier."""
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from datetime import datetime
 
 import pytest
@@ -14,9 +14,9 @@ from sqlalchemy import func, select
 
 from market import notifications
 from market.models import Notification, WebhookDelivery
+from tests.support.environment import worker_environment
 from tests.support.poll import wait_for
 from tests.support.webhook_receiver import Receiver, Reply, running
-from workers import runtime
 from workers.notifications import dispatch_pending, send_deliveries
 
 pytestmark = pytest.mark.usefixtures("worker", "beat")
@@ -28,22 +28,13 @@ SHORT_SCHEDULE = ",".join(["0.2"] * 8)
 @pytest.fixture(autouse=True)
 def worker_env() -> Iterator[Callable[..., None]]:
     """Change the worker's settings (it runs in this process) for one test; restored after."""
-    saved: dict[str, str | None] = {}
+    with ExitStack() as changes:
 
-    def change(**values: str) -> None:
-        for name, value in values.items():
-            saved.setdefault(name, os.environ.get(name))
-            os.environ[name] = value
-        runtime.settings.cache_clear()
+        def change(**values: str) -> None:
+            changes.enter_context(worker_environment(values))
 
-    change(WEBHOOK_RETRY_SCHEDULE=SHORT_SCHEDULE)
-    yield change
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    runtime.settings.cache_clear()
+        change(WEBHOOK_RETRY_SCHEDULE=SHORT_SCHEDULE)
+        yield change
 
 
 @pytest.fixture()
